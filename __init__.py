@@ -1,0 +1,20 @@
+"""Megapixel: tuning-free high-resolution generation for ComfyUI.
+
+HiDiffusion (RAU-Net, MSW-MSA) model patches, a MegaFusion relay sampler and an autoguidance guider,
+registered through ComfyUI's V3 extension API.
+"""
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .nodes import NODES
+
+
+class MegapixelExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> MegapixelExtension:
+    return MegapixelExtension()

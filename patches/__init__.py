@@ -1,0 +1,1 @@
+"""Model patches (HiDiffusion): plain functions and classes that patch a cloned ModelPatcher."""

@@ -1,0 +1,1 @@
+"""Samplers and guiders (MegaFusion relay, autoguidance) built on comfy.samplers."""

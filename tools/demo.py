@@ -1,0 +1,111 @@
+"""The main job: provision ComfyUI, start it with this pack, run a shipped workflow headless, save the images.
+
+    python3 tools/demo.py                      # random-weight SD1.5 checkpoint: the images will be noise
+    python3 tools/demo.py --ckpt my_sd15.safetensors [--weak-ckpt smaller.safetensors]
+    python3 tools/demo.py --serve              # ...then leave ComfyUI running for the browser
+
+With no checkpoint given it builds (once) a full-size SD1.5-architecture checkpoint with random weights, so
+the whole pipeline runs on a machine without model downloads; the pictures are noise, not art.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from host import HOST_DIR, PACK_DIR, provision
+from comfy_server import ComfyServer, load_workflow, workflow_to_api
+
+WORKFLOWS = PACK_DIR / "workflows"
+DEFAULT_WORKFLOW = "megapixel-all-three-sd15.json"
+CHECKPOINT_LOADERS = {"CheckpointLoaderSimple"}
+
+
+def _random_checkpoints(host) -> list[Path]:
+    """Build (once) the random-weight checkpoints in the host's Python, which has ComfyUI."""
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
+            "from comfy.cli_args import args; args.cpu = True;"
+            "import model_factory as m; from pathlib import Path;"
+            "print(m.random_checkpoint(Path(sys.argv[3])));"
+            "print(m.random_checkpoint(Path(sys.argv[3]), weak=True))")
+    out = subprocess.run([str(host.python), "-c", code, str(PACK_DIR / "tools"), str(host.root),
+                          str(HOST_DIR / "fixtures")], check=True, capture_output=True, text=True).stdout
+    return [Path(line) for line in out.split() if line.endswith(".safetensors")]
+
+
+def _pick_workflow(name: str | None) -> Path:
+    if name:
+        path = Path(name)
+        return path if path.exists() else WORKFLOWS / name
+    default = WORKFLOWS / DEFAULT_WORKFLOW
+    if default.exists():
+        return default
+    shipped = sorted(WORKFLOWS.glob("*.json"))
+    if not shipped:
+        raise SystemExit(f"no workflow in {WORKFLOWS}")
+    return shipped[0]
+
+
+def _assign_checkpoints(workflow: dict, main: str, weak: str) -> None:
+    """Point the workflow's checkpoint loaders at our files: the first at the main one, any other at the weak."""
+    loaders = [n for n in sorted(workflow["nodes"], key=lambda n: n["id"]) if n["type"] in CHECKPOINT_LOADERS]
+    for i, node in enumerate(loaders):
+        node["widgets_values"][0] = main if i == 0 else weak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", type=Path, help="an SD1.5 checkpoint to use instead of the random-weight one")
+    parser.add_argument("--weak-ckpt", type=Path, help="the weaker checkpoint for autoguidance (default: --ckpt's "
+                                                       "random twin when no --ckpt, else the same file)")
+    parser.add_argument("--workflow", help=f"a workflow file or a name in workflows/ (default: {DEFAULT_WORKFLOW})")
+    parser.add_argument("--steps", type=int, help="override every sampler's step count")
+    parser.add_argument("--out", type=Path, default=PACK_DIR / "out", help="where to write the images")
+    parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
+    parser.add_argument("--serve", action="store_true", help="leave ComfyUI running for the browser afterwards")
+    args = parser.parse_args()
+
+    host = provision()
+    if args.ckpt is None:
+        main_ckpt, weak_ckpt = _random_checkpoints(host)
+        print("No --ckpt given: using a random-weight SD1.5 checkpoint. The images will be noise, not pictures.")
+    else:
+        main_ckpt = args.ckpt.resolve()
+        weak_ckpt = (args.weak_ckpt or args.ckpt).resolve()
+    workflow_path = _pick_workflow(args.workflow)
+    workflow = load_workflow(workflow_path)
+    _assign_checkpoints(workflow, main_ckpt.name, weak_ckpt.name)
+
+    base = HOST_DIR / "demo"
+    server = ComfyServer(host, checkpoints=sorted({main_ckpt, weak_ckpt}), base_dir=base, cpu=not args.gpu)
+    server.start()
+    try:
+        overrides = {"*": {"steps": args.steps}} if args.steps else None
+        prompt = workflow_to_api(workflow, server.object_info(), overrides)
+        print(f"Running {workflow_path.name} on {main_ckpt.name} ...", flush=True)
+        started = time.monotonic()
+        entry = server.run(prompt)
+        args.out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, data in server.images(entry):
+            target = args.out / name
+            target.write_bytes(data)
+            written.append(target)
+        print(f"Done in {time.monotonic() - started:.0f}s: {len(written)} image(s) in {args.out}")
+        for path in written:
+            print(f"  {path}")
+        if args.serve:
+            print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
