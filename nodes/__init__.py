@@ -1,4 +1,6 @@
 """Node classes: inputs, outputs, validation and docs.  The work itself lives in ``patches/`` and ``samplers/``."""
 from comfy_api.latest import io
 
-NODES: list[type[io.ComfyNode]] = []
+from . import autoguidance, hidiffusion, relay
+
+NODES: list[type[io.ComfyNode]] = [*hidiffusion.NODES, *relay.NODES, *autoguidance.NODES]

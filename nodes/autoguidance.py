@@ -1,0 +1,4 @@
+"""Nodes for autoguidance (filled in by its issue)."""
+from comfy_api.latest import io
+
+NODES: list[type[io.ComfyNode]] = []
