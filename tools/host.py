@@ -131,10 +131,10 @@ def _make_venv(host: Host) -> None:
 def _ensure_test_requirements(host: Host) -> None:
     """For a user's own ComfyUI: add only what the tests need, never touching torch."""
     probe = subprocess.run(
-        [str(host.python), "-c", "import requests, pytest"], capture_output=True
+        [str(host.python), "-c", "import requests, pytest, playwright"], capture_output=True
     )
     if probe.returncode != 0:
-        _run([host.python, "-m", "pip", "install", "--quiet", "requests", "pytest"])
+        _run([host.python, "-m", "pip", "install", "--quiet", *TEST_REQUIREMENTS])
 
 
 def link_pack(host: Host) -> Path:

@@ -1,0 +1,196 @@
+"""Workflows as users meet them: dropped into the real ComfyUI frontend in headless Chromium, queued, finished.
+
+Every file in ``workflows/`` is loaded through the frontend's own drop handler (the path a user's drag-and-drop
+takes), must load without a missing-node dialog or a validation warning, has its steps and sizes lowered through
+the graph's widgets (so a run takes seconds on CPU), is queued with the Queue button and must finish; a screenshot
+of the page is kept under ``.host/artifacts/browser/`` (or ``$MEGAPIXEL_ARTIFACTS/browser/``).  A core-only
+workflow written here runs the same way, so the machinery is proven even before (and independently of) the
+shipped ones.
+
+Needs Debian's chromium at /usr/bin/chromium and PyPI playwright; ``tools/run_tests.py`` installs chromium when
+it runs as root with apt-get.  Elsewhere the tests skip with the reason; where it could have been installed (root
+with apt-get, as in CI) or under ``CI``, a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import browser
+from comfy_server import load_workflow, workflow_to_api
+
+pytestmark = pytest.mark.e2e
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+ARTIFACTS = Path(os.environ.get("MEGAPIXEL_ARTIFACTS", PACK_DIR / ".host" / "artifacts")) / "browser"
+CHECKPOINT_LOADERS = {"CheckpointLoaderSimple": "ckpt_name"}
+
+# Widget edits that make a shipped workflow quick on CPU, made in the page as a user would make them:
+# {node type or "*": {widget: value | {"max": n}}}; "__size__" scales a node's width/height pair down so its
+# longer side is at most max_side (keeping the aspect ratio, multiples of `multiple`).  Nodes of the pack get
+# their own rows here as they land (stage lists, target sizes).
+BROWSER_EDITS: dict[str, dict] = {
+    "*": {"steps": {"max": 2}, "batch_size": {"max": 1}, "__size__": {"max_side": 128, "multiple": 64}},
+}
+
+
+def _reason_to_skip() -> str:
+    """Why the browser cannot run here, or ''.  Where tools/run_tests.py could have installed it (root with
+    apt-get: CI) or under CI, a missing browser is a failure, not a skip."""
+    reason = browser.why_no_browser()
+    if reason and (os.environ.get("CI") or browser.can_install_chromium()):
+        pytest.fail(f"the browser test must run here: {reason}")
+    return reason
+
+
+@pytest.fixture(scope="module")
+def session():
+    reason = _reason_to_skip()
+    if reason:
+        pytest.skip(reason)
+    with browser.BrowserSession() as s:
+        yield s
+
+
+@pytest.fixture
+def page(session, comfy_server):
+    p = session.open(comfy_server.url)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.object_info()
+
+
+def core_workflow(object_info: dict, ckpt_name: str) -> dict:
+    """A core-only text-to-image workflow in UI format, at full size and 20 steps as a user would save it."""
+    api = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse at dusk", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 768, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                  "latent_image": ["5", 0], "seed": 42, "steps": 20, "cfg": 7.0,
+                                                  "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "browser_core"}},
+    }
+    return browser.api_to_ui_workflow(api, object_info)
+
+
+def _cases() -> list:
+    cases = [pytest.param(None, id="core-txt2img")]
+    cases += [pytest.param(path, id=path.stem) for path in WORKFLOWS]
+    return cases
+
+
+def _checkpoint_names(object_info: dict) -> list[str]:
+    spec = object_info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
+    return list(spec[1]["options"] if len(spec) > 1 and "options" in spec[1] else spec[0])
+
+
+def _pick_checkpoints(page: browser.ComfyPage, workflow: dict, available: list[str], main: str) -> None:
+    """As a user would: the first loader gets the main checkpoint, any further one another checkpoint if the
+    server has one (autoguidance's weak model), in the loader's combo."""
+    others = [name for name in available if name != main] or [main]
+    loaders = sorted((n for n in workflow["nodes"] if n["type"] in CHECKPOINT_LOADERS), key=lambda n: n["id"])
+    for i, node in enumerate(loaders):
+        page.set_widget(node["id"], CHECKPOINT_LOADERS[node["type"]], main if i == 0 else others[(i - 1) % len(others)])
+
+
+def _output_nodes(prompt: dict, object_info: dict) -> list[str]:
+    return [nid for nid, node in prompt.items() if object_info.get(node["class_type"], {}).get("output_node")]
+
+
+@pytest.mark.parametrize("workflow_path", _cases())
+def test_workflow_runs_from_the_browser(workflow_path, page, comfy_server, object_info, random_checkpoint):
+    name = workflow_path.name if workflow_path else "core-txt2img.json"
+    workflow = load_workflow(workflow_path) if workflow_path else core_workflow(object_info, "v1-5-pruned-emaonly.safetensors")
+
+    page.drop_workflow(name, workflow)
+    problems = page.problems()
+    assert not problems, f"{name} did not load cleanly in the frontend:\n" + "\n".join(problems)
+
+    available = _checkpoint_names(object_info)
+    _pick_checkpoints(page, workflow, available, random_checkpoint.name)
+    edits = page.set_widgets(BROWSER_EDITS)
+    print(f"{name}: widget edits:\n  " + "\n  ".join(edits or ["(none)"]))
+
+    queued = page.queue()
+    assert queued.status == 200 and queued.prompt_id, (
+        f"{name}: the server refused the prompt the frontend built ({queued.status}):\n"
+        f"{json.dumps(queued.response, indent=1)[:3000]}")
+    shot = ARTIFACTS / (Path(name).stem + ".png")
+    try:
+        entry = comfy_server.wait(queued.prompt_id, timeout=600)
+        status = entry["status"]
+        assert status.get("status_str") == "success", f"{name} failed:\n{json.dumps(status, indent=1)[:3000]}"
+        outputs = _output_nodes(queued.prompt, object_info)
+        assert outputs, f"{name} has no output node"
+        images = [img for out in entry.get("outputs", {}).values() for img in out.get("images", [])]
+        assert images, f"{name} finished without an image: {entry.get('outputs')}"
+        assert page.wait_for_outputs(outputs), f"{name}: the page never showed the outputs of {outputs}"
+        late = page.problems()
+        assert not late, f"{name}: the page shows problems after the run:\n" + "\n".join(late)
+    finally:
+        page.screenshot(shot)
+        print(f"{name}: screenshot {shot}")
+
+
+@pytest.mark.parametrize("workflow_path", _cases())
+def test_harness_converts_workflows_like_the_frontend(workflow_path, page, object_info, random_checkpoint):
+    """tools/comfy_server.workflow_to_api (which every other e2e test relies on) gives exactly the API graph the
+    frontend itself builds from the same workflow (app.graphToPrompt, what the Queue button sends)."""
+    name = workflow_path.name if workflow_path else "core-txt2img.json"
+    workflow = load_workflow(workflow_path) if workflow_path else core_workflow(object_info, random_checkpoint.name)
+    page.drop_workflow(name, workflow)
+    page.set_widgets(BROWSER_EDITS)
+    built = page.page.evaluate("async () => { const p = await app.graphToPrompt();"
+                               " return {output: p.output, workflow: p.workflow}; }")
+    frontend = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in built["output"].items()}
+    ours = workflow_to_api(copy.deepcopy(built["workflow"]), object_info)
+    assert ours == frontend
+
+
+def test_missing_node_types_are_detected(page):
+    """The check above can fail: a workflow with a node type the server lacks shows the missing-nodes dialog."""
+    workflow = {"last_node_id": 1, "last_link_id": 0, "nodes": [
+        {"id": 1, "type": "MegapixelNoSuchNode", "pos": [50, 50], "size": [200, 80], "flags": {}, "order": 0,
+         "mode": 0, "inputs": [], "outputs": [], "properties": {"Node name for S&R": "MegapixelNoSuchNode"},
+         "widgets_values": []}], "links": [], "groups": [], "config": {}, "extra": {}, "version": 0.4}
+    page.drop_workflow("missing.json", workflow)
+    problems = page.problems()
+    assert any("MegapixelNoSuchNode" in p for p in problems), problems
+    assert any(p.startswith("dialog:") for p in problems), problems
+    page.screenshot(ARTIFACTS / "negative-missing-node.png")
+
+
+def test_validation_errors_are_detected(page, object_info):
+    """A workflow the server refuses (a checkpoint it does not have) answers 400 with node errors in the page."""
+    page.drop_workflow("bad-ckpt.json", core_workflow(object_info, "no-such-model.safetensors"))
+    queued = page.queue()
+    assert queued.status == 400, queued.response
+    assert "4" in queued.response.get("node_errors", {}), queued.response
+    page.page.wait_for_timeout(500)
+    assert page.problems(), "the page shows nothing for a refused prompt"
+    page.screenshot(ARTIFACTS / "negative-validation-error.png")
+
+
+def test_pack_nodes_are_registered_in_the_frontend(page, object_info):
+    """Every node the pack registers is known to the frontend's node registry, under its category."""
+    ours = {name: info for name, info in object_info.items() if name.startswith("Megapixel")}
+    registered = set(page.registered_node_types())
+    missing = sorted(set(ours) - registered)
+    assert not missing, f"the frontend does not know {missing}"
+    categories = page.page.evaluate("(names) => names.map(n => LiteGraph.registered_node_types[n].category)",
+                                    sorted(ours))
+    assert all(c.startswith("megapixel/") for c in categories), categories

@@ -1,0 +1,374 @@
+"""Drive the real ComfyUI frontend in headless Chromium: load workflows as a user drops them, queue, screenshot.
+
+The browser is Debian's ``chromium`` (``/usr/bin/chromium``) driven by PyPI ``playwright``; Playwright never
+downloads a browser here.  :func:`ensure_chromium` installs the Debian package when it is missing (root with
+apt-get only); ``tools/run_tests.py`` calls it, so the test command works on a fresh CI machine.
+
+The module imports only the standard library at the top, so provisioning (which runs before any venv exists)
+can use :func:`ensure_chromium`; Playwright is imported by :func:`launch`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = Path(os.environ.get("MEGAPIXEL_CHROMIUM", "/usr/bin/chromium"))
+APT_PACKAGES = ["chromium", "fonts-liberation"]
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 900}
+PAGE_TIMEOUT_MS = 180_000
+
+# Settings the page sees instead of a first-time user's (which opens the template browser over the canvas).
+# They are answered to the page only: the server's own user settings are never written.
+PAGE_SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Validation.Workflows": True,             # the frontend's schema + link validation, as shipped
+    "Comfy.Workflow.ShowMissingNodesWarning": True,  # the dialog a user sees for unknown node types
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+    "Comfy.Workflow.Persist": False,                # each page starts clean, nothing restored from a previous one
+    "Comfy.Notification.ShowVersionUpdates": False,
+    "Comfy.Window.UnloadConfirmation": False,
+}
+
+
+# --- provisioning (standard library only) ----------------------------------------------------------------
+def chromium_path() -> Path | None:
+    return CHROMIUM if CHROMIUM.exists() and os.access(CHROMIUM, os.X_OK) else None
+
+
+def playwright_available(python: str | Path | None = None) -> bool:
+    if python is None:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return subprocess.run([str(python), "-c", "import playwright.sync_api"], capture_output=True).returncode == 0
+
+
+def why_no_browser() -> str:
+    """'' when the browser test can run here, else the reason it cannot."""
+    if chromium_path() is None:
+        return (f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`; "
+                "tools/run_tests.py does it when run as root with apt-get)")
+    if not playwright_available():
+        return "the Python package playwright is not installed in the host's venv (tools/host.py TEST_REQUIREMENTS)"
+    return ""
+
+
+def can_install_chromium() -> bool:
+    return (shutil.which("apt-get") is not None and os.geteuid() == 0
+            and not os.environ.get("MEGAPIXEL_NO_BROWSER_INSTALL"))
+
+
+def ensure_chromium() -> str:
+    """Install Debian's chromium when it is missing and this process may (root, apt-get).  Returns what it did
+    ('' when it was already there)."""
+    if chromium_path() is not None:
+        return ""
+    if os.environ.get("MEGAPIXEL_NO_BROWSER_INSTALL"):
+        return "chromium missing; not installing (MEGAPIXEL_NO_BROWSER_INSTALL is set): the browser test skips"
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        return "chromium missing and this is not root with apt-get: the browser test skips"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print("+ apt-get update && apt-get install -y --no-install-recommends " + " ".join(APT_PACKAGES), flush=True)
+    started = time.monotonic()
+    for cmd in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES]):
+        result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.splitlines()[-20:])
+            return f"installing chromium failed ({' '.join(cmd[:2])} -> {result.returncode}):\n{tail}"
+    found = chromium_path()
+    took = time.monotonic() - started
+    return f"installed chromium at {found} in {took:.0f}s" if found else f"apt-get ran but {CHROMIUM} is missing"
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+class BrowserSession:
+    """One headless Chromium (fresh user-data dir) for many pages; use as a context manager."""
+
+    def __init__(self):
+        self._pw = None
+        self._context = None
+        self._profile = None
+
+    def __enter__(self) -> "BrowserSession":
+        from playwright.sync_api import sync_playwright
+
+        os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        self._profile = tempfile.mkdtemp(prefix="megapixel-chromium-")
+        self._pw = sync_playwright().start()
+        try:
+            self._context = self._pw.chromium.launch_persistent_context(
+                self._profile, executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS,
+                viewport=VIEWPORT, accept_downloads=False)
+        except Exception:
+            self._pw.stop()
+            raise
+        self._context.set_default_timeout(PAGE_TIMEOUT_MS)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._context is not None:
+                self._context.close()
+        finally:
+            if self._pw is not None:
+                self._pw.stop()
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+    def open(self, server_url: str) -> "ComfyPage":
+        return ComfyPage(self._context.new_page(), server_url).load()
+
+
+@dataclass
+class Queued:
+    """What happened when the page queued its graph."""
+
+    status: int                       # HTTP status of POST /api/prompt
+    response: dict                    # its JSON body (prompt_id, or error and node_errors)
+    prompt: dict = field(default_factory=dict)  # the API graph the frontend sent
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.response.get("prompt_id")
+
+
+_SETTINGS_RE = "**/api/settings"
+
+
+class ComfyPage:
+    """The ComfyUI web page of a running server, with the operations a user performs."""
+
+    def __init__(self, page, server_url: str):
+        self.page = page
+        self.url = server_url.rstrip("/")
+        self.console: list[str] = []
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    # -- start-up -----------------------------------------------------------------------------------------
+    def _answer_settings(self, route) -> None:
+        request = route.request
+        if request.method == "GET":
+            response = route.fetch()
+            try:
+                values = response.json()
+            except Exception:  # noqa: BLE001 - not JSON: pass it through untouched
+                route.fulfill(response=response)
+                return
+            values.update(PAGE_SETTINGS)
+            route.fulfill(response=response, json=values)
+        else:  # writes stay in the page: the shared server's user directory is not touched
+            route.fulfill(status=200, content_type="application/json", body="{}")
+
+    def load(self) -> "ComfyPage":
+        self.page.route(_SETTINGS_RE, self._answer_settings)
+        self.page.route("**/api/settings/*", self._answer_settings)
+        self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
+        self.page.goto(self.url + "/")
+        self.page.wait_for_function(
+            "() => window.app && window.app.graph && window.app.canvas && window.LiteGraph"
+            " && Object.keys(window.LiteGraph.registered_node_types).length > 10", timeout=PAGE_TIMEOUT_MS)
+        self.page.keyboard.press("Escape")  # anything that popped up anyway
+        return self
+
+    def close(self) -> None:
+        self.page.close()
+
+    # -- what the frontend knows -------------------------------------------------------------------------
+    def registered_node_types(self) -> list[str]:
+        return self.page.evaluate("() => Object.keys(LiteGraph.registered_node_types)")
+
+    def graph_nodes(self) -> list[dict]:
+        return self.page.evaluate("""() => app.graph.nodes.map(n => ({
+            id: n.id, type: n.type, mode: n.mode, registered: n.type in LiteGraph.registered_node_types,
+            has_errors: !!n.has_errors,
+            widgets: (n.widgets || []).map(w => ({name: w.name, type: w.type, value: w.value}))}))""")
+
+    def problems(self) -> list[str]:
+        """What a user would see go wrong: open dialogs, warning/error toasts, unknown or errored nodes."""
+        return self.page.evaluate("""() => {
+            const out = [];
+            const visible = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+            for (const d of document.querySelectorAll('.p-dialog')) {
+                if (visible(d)) out.push('dialog: ' + d.innerText.replace(/\\s+/g, ' ').slice(0, 400));
+            }
+            for (const t of document.querySelectorAll('.p-toast-message')) {
+                if (/(error|warn)/.test(t.className)) out.push('toast: ' + t.innerText.replace(/\\s+/g, ' ').slice(0, 400));
+            }
+            for (const n of app.graph.nodes) {
+                if (!(n.type in LiteGraph.registered_node_types)) out.push(`node ${n.id}: unknown type ${n.type}`);
+                else if (n.has_errors) out.push(`node ${n.id} (${n.type}) is marked with errors`);
+            }
+            return out;
+        }""")
+
+    # -- what a user does --------------------------------------------------------------------------------
+    def drop_workflow(self, name: str, workflow: dict, timeout_s: float = 60) -> None:
+        """Drop a workflow file on the canvas: the frontend's own drop handler reads and loads it."""
+        text = json.dumps(workflow)
+        self.page.evaluate("""([name, text]) => {
+            const file = new File([text], name, {type: 'application/json'});
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            const canvas = document.querySelector('#graph-canvas') || document.body;
+            canvas.dispatchEvent(new DragEvent('dragover', {bubbles: true, cancelable: true, dataTransfer: transfer}));
+            canvas.dispatchEvent(new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }""", [name, text])
+        wanted = sorted(int(n["id"]) for n in workflow.get("nodes", []))
+        self.page.wait_for_function("""(wanted) => {
+            const ids = app.graph.nodes.map(n => Number(n.id)).sort((a, b) => a - b);
+            return JSON.stringify(ids) === JSON.stringify(wanted);
+        }""", arg=wanted, timeout=timeout_s * 1000)
+        self.page.wait_for_timeout(300)  # dialogs and toasts open asynchronously after configure()
+        try:  # the loading spinner's overlay
+            self.page.wait_for_selector(".p-blockui-mask", state="detached", timeout=5_000)
+        except Exception:  # noqa: BLE001 - a stuck overlay is handled where it matters (queue)
+            pass
+
+    def set_widgets(self, rules: dict[str, dict[str, Any]]) -> list[str]:
+        """Edit widget values as a user would in the graph: ``{node type or '*': {widget name: value}}``.
+
+        A value may be a dict ``{"max": n}`` (lower only if larger) or ``{"scale_max_side": n}`` for width/height
+        pairs.  Returns what was changed, for the log."""
+        return self.page.evaluate("""(rules) => {
+            const changed = [];
+            const set = (node, w, v) => {
+                if (w.value === v) return;
+                changed.push(`${node.id} ${node.type}.${w.name}: ${JSON.stringify(w.value)} -> ${JSON.stringify(v)}`);
+                w.value = v;
+                if (w.callback) { try { w.callback(v, app.canvas, node); } catch (e) {} }
+            };
+            for (const node of app.graph.nodes) {
+                const widgets = node.widgets || [];
+                for (const key of ['*', node.type]) {
+                    const table = rules[key] || {};
+                    const sizeRule = table['__size__'];
+                    if (sizeRule) {
+                        const wW = widgets.find(w => w.name === 'width'), wH = widgets.find(w => w.name === 'height');
+                        if (wW && wH && typeof wW.value === 'number' && typeof wH.value === 'number') {
+                            const side = Math.max(wW.value, wH.value);
+                            if (side > sizeRule.max_side) {
+                                const k = sizeRule.max_side / side, m = sizeRule.multiple || 64;
+                                set(node, wW, Math.max(m, Math.round(wW.value * k / m) * m));
+                                set(node, wH, Math.max(m, Math.round(wH.value * k / m) * m));
+                            }
+                        }
+                    }
+                    for (const [name, rule] of Object.entries(table)) {
+                        if (name === '__size__') continue;
+                        const w = widgets.find(w => w.name === name);
+                        if (!w) continue;
+                        if (rule !== null && typeof rule === 'object' && 'max' in rule) {
+                            if (typeof w.value === 'number' && w.value > rule.max) set(node, w, rule.max);
+                        } else {
+                            set(node, w, rule);
+                        }
+                    }
+                }
+            }
+            app.graph.setDirtyCanvas(true, true);
+            return changed;
+        }""", rules)
+
+    def set_widget(self, node_id: int, name: str, value: Any) -> None:
+        """Set one widget of one node (e.g. pick a checkpoint in a loader's combo)."""
+        found = self.page.evaluate("""([id, name, value]) => {
+            const node = app.graph.getNodeById(id);
+            const w = node && (node.widgets || []).find(w => w.name === name);
+            if (!w) return false;
+            w.value = value;
+            if (w.callback) { try { w.callback(value, app.canvas, node); } catch (e) {} }
+            app.graph.setDirtyCanvas(true, true);
+            return true;
+        }""", [node_id, name, value])
+        if not found:
+            raise LookupError(f"node {node_id} has no widget {name!r}")
+
+    def queue(self, timeout_s: float = 60) -> Queued:
+        """Press the Queue button (app.queuePrompt if there is none) and return the server's answer."""
+        button = self.page.locator('[data-testid="queue-button"] button').first
+        with self.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST",
+                                       timeout=timeout_s * 1000) as answer:
+            if button.count() and button.is_visible():
+                try:
+                    button.click(timeout=15_000)
+                except Exception:  # noqa: BLE001 - the spinner's overlay can stay stuck in its leave transition
+                    self.console.append("note: the Queue button was covered by an overlay; clicked it directly")
+                    button.dispatch_event("click")
+            else:
+                self.page.evaluate("() => app.queuePrompt(0, 1)")
+        response = answer.value
+        try:
+            body = response.json()
+        except Exception:  # noqa: BLE001
+            body = {"error": response.text()}
+        try:
+            sent = json.loads(response.request.post_data or "{}").get("prompt", {})
+        except ValueError:
+            sent = {}
+        return Queued(response.status, body, sent)
+
+    def wait_for_outputs(self, node_ids: list[str], timeout_s: float = 30) -> bool:
+        """Wait until the page shows the outputs of ``node_ids`` (the executed messages reached the UI)."""
+        try:
+            self.page.wait_for_function("""(ids) => {
+                const outs = app.nodeOutputs || {};
+                return ids.every(id => Object.keys(outs).some(k => k === String(id) || k.endsWith(':' + id)));
+            }""", arg=[str(i) for i in node_ids], timeout=timeout_s * 1000)
+            self.page.wait_for_timeout(500)  # let the canvas draw the preview
+            return True
+        except Exception:  # noqa: BLE001 - a screenshot without the preview is still worth keeping
+            return False
+
+    def screenshot(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), full_page=False)
+        return path
+
+
+# --- UI-format workflows from API graphs -------------------------------------------------------------------
+def api_to_ui_workflow(api: dict, object_info: dict) -> dict:
+    """A complete UI-format workflow (what the browser saves, version 0.4) for an API graph.
+
+    Used for workflows the test writes itself; shipped ones are saved from the frontend."""
+    from comfy_server import _extra_widget_values, _input_order, _is_widget  # noqa: PLC0415 (tools/ on sys.path)
+
+    links: list[list] = []
+    nodes: dict[str, dict] = {}
+    order = list(api)
+    for index, node_id in enumerate(order):
+        node = api[node_id]
+        info = object_info[node["class_type"]]
+        inputs, widgets = [], []
+        for name, typ, opts in _input_order(info):
+            value = node["inputs"].get(name)
+            is_link = isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            if is_link:
+                link_id = len(links) + 1
+                links.append([link_id, int(value[0]), value[1], int(node_id), len(inputs), typ if isinstance(typ, str) else "COMBO"])
+                inputs.append({"name": name, "type": typ if isinstance(typ, str) else "COMBO", "link": link_id})
+            elif _is_widget(typ) and not opts.get("forceInput"):
+                widgets.append(value if value is not None else opts.get("default"))
+                widgets.extend(["fixed"] * _extra_widget_values(name, typ, opts))
+        outputs = [{"name": name, "type": typ if isinstance(typ, str) else "COMBO", "links": [], "slot_index": slot}
+                   for slot, (name, typ) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))]
+        nodes[node_id] = {"id": int(node_id), "type": node["class_type"], "pos": [40 + 300 * (index % 4), 40 + 320 * (index // 4)],
+                          "size": [280, 120], "flags": {}, "order": index, "mode": 0, "inputs": inputs,
+                          "outputs": outputs, "properties": {"Node name for S&R": node["class_type"]},
+                          "widgets_values": widgets}
+    for link_id, origin, slot, _target, _target_slot, _typ in links:
+        nodes[str(origin)]["outputs"][slot]["links"].append(link_id)
+    return {"last_node_id": max(int(k) for k in api), "last_link_id": len(links), "nodes": list(nodes.values()),
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
