@@ -137,6 +137,34 @@ def _ensure_test_requirements(host: Host) -> None:
         _run([host.python, "-m", "pip", "install", "--quiet", *TEST_REQUIREMENTS])
 
 
+COMFY_CLI = "comfy-cli==1.23.0"  # `comfy node validate` (registry publishing check) in tests/test_registry.py
+COMFY_CLI_VENV = HOST_DIR / "comfy-cli"
+
+
+def comfy_cli_path() -> Path | None:
+    """The provisioned comfy-cli executable, or None."""
+    exe = COMFY_CLI_VENV / "bin" / "comfy"
+    return exe if exe.exists() and (COMFY_CLI_VENV / ".megapixel-provisioned").exists() else None
+
+
+def ensure_comfy_cli() -> str:
+    """comfy-cli in its own venv under .host/ (its dependencies stay out of the host's).  Returns what it did."""
+    marker = COMFY_CLI_VENV / ".megapixel-provisioned"
+    if marker.exists() and marker.read_text() == COMFY_CLI:
+        return ""
+    if os.environ.get("MEGAPIXEL_NO_COMFY_CLI"):
+        return "comfy-cli not provisioned (MEGAPIXEL_NO_COMFY_CLI is set): `comfy node validate` is skipped"
+    try:
+        shutil.rmtree(COMFY_CLI_VENV, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", COMFY_CLI_VENV])
+        _run([COMFY_CLI_VENV / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              COMFY_CLI])
+    except (subprocess.CalledProcessError, OSError) as e:
+        return f"could not install {COMFY_CLI} ({e}): `comfy node validate` is skipped"
+    marker.write_text(COMFY_CLI)
+    return f"installed {COMFY_CLI} in {COMFY_CLI_VENV}"
+
+
 def link_pack(host: Host) -> Path:
     """Make the pack visible to the host as custom_nodes/megapixel (a symlink to this checkout)."""
     host.custom_nodes.mkdir(parents=True, exist_ok=True)

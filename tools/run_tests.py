@@ -11,15 +11,16 @@ import subprocess
 import sys
 
 from browser import ensure_chromium
-from host import PACK_DIR, provision
+from host import PACK_DIR, ensure_comfy_cli, provision
 
 
 def main() -> int:
     host = provision()
     # The browser test drives Debian's chromium; install it when missing (root with apt-get only).
-    note = ensure_chromium()
-    if note:
-        print(note, flush=True)
+    # ... and comfy-cli (tests/test_registry.py runs `comfy node validate` offline), in its own venv.
+    for note in (ensure_chromium(), ensure_comfy_cli()):
+        if note:
+            print(note, flush=True)
     cmd = [str(host.python), "-m", "pytest", *(sys.argv[1:] or ["tests"])]
     print("+", " ".join(cmd), flush=True)
     # pytest's exit code 5 ("no tests collected") is a failure here, as it is for CI.
