@@ -76,11 +76,19 @@ def random_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(host, random_checkpoint):
-    """A real ComfyUI server on 127.0.0.1 with this pack loaded and the random checkpoint installed."""
+def random_weak_checkpoint() -> Path:
+    """A second random SD1.5 checkpoint with other weights: autoguidance's weak model (another file, so ComfyUI's
+    loader cache gives another model object)."""
+    return model_factory.random_checkpoint(FIXTURE_DIR, weak=True)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(host, random_checkpoint, random_weak_checkpoint):
+    """A real ComfyUI server on 127.0.0.1 with this pack loaded and the random checkpoints (main, weak) installed."""
     from comfy_server import ComfyServer
 
-    server = ComfyServer(host, checkpoints=[random_checkpoint], cpu=not torch.cuda.is_available())
+    server = ComfyServer(host, checkpoints=[random_checkpoint, random_weak_checkpoint],
+                         cpu=not torch.cuda.is_available())
     server.start()
     try:
         yield server
