@@ -346,3 +346,41 @@ def test_guiders_without_the_protocol_are_copied_with_a_patched_model(sd15):
     assert g.model_patcher is not sd15 and g.model_options is g.model_patcher.model_options
     assert "model_sampling" in g.model_patcher.object_patches
     assert "diffusion_model.middle_block.0.in_layers.2" in g.model_patcher.object_patches
+
+
+# --- ControlNet ----------------------------------------------------------------------------------------------------
+def tiny_controlnet(model):
+    """A real comfy.controlnet.ControlNet around a tiny cldm ControlNet shaped like the tiny SD1.5 U-Net."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    config = dict(model.model.model_config.unet_config)
+    config.update(hint_channels=3, dtype=torch.float32, device=None, operations=comfy.ops.disable_weight_init)
+    control = model_factory.init_weights(comfy.cldm.cldm.ControlNet(**config), seed=9)
+    return comfy.controlnet.ControlNet(control, load_device=comfy.model_management.get_torch_device())
+
+
+def test_controlnet_hints_follow_the_stage_size(sd15):
+    cn = tiny_controlnet(sd15)
+    pos, neg = conds(sd15)
+    hint = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(2))
+    cpos, cneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, cn, hint, 1.0, 0.0, 1.0)
+    guider = comfy.samplers.CFGGuider(sd15)
+    guider.set_conds(cpos, cneg)
+    guider.set_cfg(3.0)
+    seen = []
+    control = cpos[0][1]["control"]
+    original_get_control = control.get_control
+
+    def watch(x_noisy, t, cond, batched_number, transformer_options):
+        out = original_get_control(x_noisy, t, cond, batched_number, transformer_options)
+        seen.append((tuple(x_noisy.shape[-2:]), tuple(control.cond_hint.shape[-2:])))
+        return out
+
+    control.get_control = watch  # an instance attribute on this test's own ControlNet copy
+    _, with_cn = run(sd15, stages="1, 2", steps=3, split="2/1", guider=guider)
+    _, without = run(sd15, stages="1, 2", steps=3, split="2/1")
+    assert {s for s in seen} == {((8, 8), (64, 64)), ((16, 16), (128, 128))}  # hint resized to each stage
+    assert with_cn.samples.shape == (1, 4, 16, 16) and torch.isfinite(with_cn.samples).all()
+    assert not torch.allclose(with_cn.samples, without.samples, atol=1e-3)
