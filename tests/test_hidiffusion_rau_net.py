@@ -13,7 +13,7 @@ from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 from megapixel.patches import families, presets, rau_net
 from megapixel.patches.presets import CONV, POOL, Phase
 from megapixel.patches.schedule import SigmaWindow
-from test_hidiffusion_support import denoise_once, sample, schedule, snapshot, with_probe
+from test_hidiffusion_support import batch_noise, denoise_once, sample, schedule, snapshot, with_probe
 
 
 def rau(model, phases, **kwargs):
@@ -187,17 +187,10 @@ def test_odd_sizes_keep_shape_and_stay_finite(fixture, hw, request):
 def test_batch_items_are_independent(sd15):
     patched = official(sd15, "sd15_2048")
     sigma = float(sd15.get_model_object("model_sampling").sigma_max)
-    batch = denoise_once(patched, (21, 27), sigma, batch=3, seed=7)
-    gen = torch.Generator().manual_seed(7)
-    noise = torch.randn(3, 4, 21, 27, generator=gen)
-    from test_hidiffusion_support import conds
-    import comfy.sample
-    import comfy.samplers
-    pos, neg = conds(sd15)
+    noise = batch_noise((21, 27), 3, seed=7)
+    batch = denoise_once(patched, (21, 27), sigma, noise=noise)
     for i in range(3):
-        single = comfy.sample.sample_custom(patched, noise[i:i + 1], 1.0, comfy.samplers.sampler_object("euler"),
-                                            torch.tensor([sigma, 0.0]), pos, neg, torch.zeros_like(noise[i:i + 1]),
-                                            seed=7, disable_pbar=True)
+        single = denoise_once(patched, (21, 27), sigma, noise=noise[i:i + 1])
         assert torch.allclose(batch[i:i + 1], single, rtol=0, atol=1e-5 * float(batch.abs().max()))
 
 

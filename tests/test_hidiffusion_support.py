@@ -18,16 +18,20 @@ def conds(model, batch: int = 1, seed: int = 0):
 
 
 def sample(model, latent_hw, sigmas, batch: int = 1, seed: int = 0, cfg: float = 1.0, sampler: str = "euler",
-           cond_seed: int = 0, positive=None, negative=None) -> torch.Tensor:
-    """Sample with ComfyUI's own path (sample_custom -> CFGGuider -> KSAMPLER), from seeded noise."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(batch, 4, *latent_hw, generator=gen)
+           cond_seed: int = 0, positive=None, negative=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample with ComfyUI's own path (sample_custom -> CFGGuider -> KSAMPLER), from seeded noise (or ``noise``)."""
+    if noise is None:
+        noise = torch.randn(batch, 4, *latent_hw, generator=torch.Generator().manual_seed(seed))
     pos, neg = conds(model, seed=cond_seed)
     positive = positive if positive is not None else pos
     negative = negative if negative is not None else neg
     return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.sampler_object(sampler),
                                       torch.as_tensor(sigmas, dtype=torch.float32), positive, negative,
                                       torch.zeros_like(noise), seed=seed, disable_pbar=True)
+
+
+def batch_noise(latent_hw, batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 4, *latent_hw, generator=torch.Generator().manual_seed(seed))
 
 
 def denoise_once(model, latent_hw, sigma: float, **kwargs) -> torch.Tensor:
