@@ -1,0 +1,137 @@
+"""Per-step cost of autoguidance + CFG against CFG alone, measured side by side in one run.
+
+    .host/venv/bin/python tools/bench_autoguidance.py [--size 512] [--steps 3] [--repeats 3] [--device cpu|cuda]
+
+Full-size SD1.5 U-Net (random weights, real shapes and FLOPs) with random 77-token conditioning; the weak model is
+(a) another full-size SD1.5 U-Net and (b) a narrower SD1.5-shaped one (model_channels 192 instead of 320).  A CFG
+step is one batch-2 pass (cond + uncond); an autoguidance step adds a batch-1 pass of the weak model, so the ideal
+same-size ratio is about 1.5x (three model evaluations instead of two; more where a batch-1 pass costs more than
+half a batch-2 pass, as on CPUs).  The weak models' batch-1 passes are timed alone too, so the overhead of the guider
+itself (measured ratio minus what the passes alone predict) is visible.  Each variant runs `steps` Euler steps after
+a warm-up, the variants interleaved `repeats` times; the median per-step time is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PACK_DIR / "tools"))
+
+from host import PACK_NAME, locate_host  # noqa: E402
+
+
+def _setup(device: str):
+    """Put ComfyUI on sys.path (as tests/conftest.py does) and import the pack as ``megapixel``."""
+    sys.path.insert(0, str(locate_host().root))
+    import torch  # noqa: PLC0415
+    from comfy.cli_args import args  # noqa: PLC0415
+
+    if device == "cpu" or not torch.cuda.is_available():
+        args.cpu = True
+    args.use_pytorch_cross_attention = True
+    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
+                                                  submodule_search_locations=[str(PACK_DIR)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512, help="image side in px (latent side = size / 8)")
+    parser.add_argument("--steps", type=int, default=3, help="timed Euler steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of every variant")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--w", type=float, default=2.0)
+    opts = parser.parse_args()
+    _setup(opts.device)
+
+    import torch  # noqa: PLC0415
+
+    import comfy.model_management  # noqa: PLC0415
+    import comfy.samplers  # noqa: PLC0415
+    import model_factory  # noqa: PLC0415
+    from megapixel.samplers.autoguidance import AutoguidanceGuider  # noqa: PLC0415
+
+    device = comfy.model_management.get_torch_device()
+    dtype = torch.float16 if device.type == "cuda" else None
+    main_model = model_factory.full_unet("sd15", seed=0, dtype=dtype)
+    weak_same = model_factory.full_unet("sd15", seed=1, dtype=dtype)
+    narrow = dict(model_factory._full_config("sd15"), model_channels=192)
+    if dtype is not None:
+        narrow["dtype"] = dtype
+    weak_small = model_factory.build_unet_model("sd15", narrow, seed=2)
+
+    def params(m) -> float:
+        return sum(p.numel() for p in m.model.diffusion_model.parameters()) / 1e6
+
+    gen = torch.Generator().manual_seed(0)
+    positive = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    negative = [[torch.randn(1, 77, 768, generator=gen), {}]]
+    latent = torch.zeros(1, 4, opts.size // 8, opts.size // 8)
+    noise = torch.randn(latent.shape, generator=gen)
+    sampler = comfy.samplers.sampler_object("euler")
+    sigmas = comfy.samplers.calculate_sigmas(main_model.get_model_object("model_sampling"), "normal", opts.steps)
+
+    def cfg_only():
+        g = comfy.samplers.CFGGuider(main_model)
+        g.set_conds(positive, negative)
+        g.set_cfg(opts.cfg)
+        return g
+
+    def autoguided(weak):
+        g = AutoguidanceGuider(main_model, weak, cfg=opts.cfg, w=opts.w)
+        g.set_conds(positive, negative)
+        return g
+
+    def single_pass(model):  # cfg 1: one batch-1 pass per step, the cost of the weak model's extra pass
+        g = comfy.samplers.CFGGuider(model)
+        g.set_conds(positive, negative)
+        g.set_cfg(1.0)
+        return g
+
+    variants = {"CFG alone": cfg_only(), "autoguidance + CFG, same-size weak": autoguided(weak_same),
+                "autoguidance + CFG, smaller weak": autoguided(weak_small),
+                "same-size weak, one batch-1 pass": single_pass(weak_same),
+                "smaller weak, one batch-1 pass": single_pass(weak_small)}
+    predicted = {"autoguidance + CFG, same-size weak": "same-size weak, one batch-1 pass",
+                 "autoguidance + CFG, smaller weak": "smaller weak, one batch-1 pass"}
+
+    def timed(guider, sig) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            guider.sample(noise, latent, sampler, sig, seed=0, disable_pbar=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for guider in variants.values():  # warm-up: loading, allocator, kernels
+        timed(guider, sigmas[-2:])
+    times = {name: [] for name in variants}
+    for _ in range(opts.repeats):
+        for name, guider in variants.items():
+            times[name].append(timed(guider, sigmas) / opts.steps)
+
+    print(f"device {device}, dtype {dtype or torch.float32}, {opts.size}x{opts.size} px, {opts.steps} steps x "
+          f"{opts.repeats} repeats, torch threads {torch.get_num_threads()}")
+    print(f"main U-Net {params(main_model):.0f}M params; same-size weak {params(weak_same):.0f}M; "
+          f"smaller weak {params(weak_small):.0f}M")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    base = median["CFG alone"]
+    for name, per_step in median.items():
+        line = f"{name:<38} {per_step * 1000:9.1f} ms/step   {per_step / base:5.2f}x"
+        if name in predicted:  # what the model passes alone account for: CFG step + one weak batch-1 pass
+            line += f"   (model passes alone: {(base + median[predicted[name]]) / base:4.2f}x)"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
