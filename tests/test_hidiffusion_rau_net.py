@@ -13,7 +13,7 @@ from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 from megapixel.patches import families, presets, rau_net
 from megapixel.patches.presets import CONV, POOL, Phase
 from megapixel.patches.schedule import SigmaWindow
-from test_hidiffusion_support import batch_noise, denoise_once, sample, schedule, snapshot, with_probe
+from test_hidiffusion_support import batch_noise, denoise_once, tiny_flux, sample, schedule, snapshot, with_probe
 
 
 def rau(model, phases, **kwargs):
@@ -54,15 +54,8 @@ def test_family_override_must_fit_the_structure(sd15, sdxl):
         families.detect_layout(sdxl, "SD1", node="RAU-Net")
 
 
-def _tiny_flux():
-    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
-               hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],
-               theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
-    return model_factory._patcher(comfy.model_base.Flux(sm.Flux(cfg)))
-
-
 def test_non_unet_models_get_a_clear_error():
-    flux = _tiny_flux()
+    flux = tiny_flux()
     with pytest.raises(families.UnsupportedModelError) as err:
         families.detect_layout(flux, node="HiDiffusion RAU-Net")
     message = str(err.value)

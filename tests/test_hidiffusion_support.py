@@ -43,6 +43,18 @@ def schedule(model, steps: int, scheduler: str = "normal") -> torch.Tensor:
     return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
 
 
+def tiny_flux():
+    """A tiny real Flux (a DiT: no U-Net levels), for the unsupported-model errors."""
+    import comfy.model_base
+    import comfy.supported_models
+    import model_factory
+
+    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
+               hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],
+               theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
+    return model_factory._patcher(comfy.model_base.Flux(comfy.supported_models.Flux(cfg)))
+
+
 class ShapeProbe:
     """An input_block_patch recording (sigma, block, h's spatial size) for every input block of every call."""
 
