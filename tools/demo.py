@@ -22,6 +22,7 @@ from comfy_server import ComfyServer, load_workflow, workflow_to_api
 WORKFLOWS = PACK_DIR / "workflows"
 DEFAULT_WORKFLOW = "megapixel-all-three-sd15.json"
 CHECKPOINT_LOADERS = {"CheckpointLoaderSimple"}
+QUICK_SIZE, QUICK_STEPS = 256, 8
 
 
 def _random_checkpoints(host) -> list[Path]:
@@ -59,12 +60,15 @@ def _assign_checkpoints(workflow: dict, main: str, weak: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", type=Path, help="an SD1.5 checkpoint to use instead of the random-weight one")
-    parser.add_argument("--weak-ckpt", type=Path, help="the weaker checkpoint for autoguidance (default: --ckpt's "
-                                                       "random twin when no --ckpt, else the same file)")
+    parser.add_argument("--weak-ckpt", type=Path, help="the weaker checkpoint autoguidance steers away from (an "
+                                                       "earlier or smaller one of the same family); needed with --ckpt "
+                                                       "for workflows with two checkpoint loaders")
     parser.add_argument("--workflow", help=f"a workflow file or a name in workflows/ (default: {DEFAULT_WORKFLOW})")
     parser.add_argument("--steps", type=int, help="override every sampler's step count")
     parser.add_argument("--out", type=Path, default=PACK_DIR / "out", help="where to write the images")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
+    parser.add_argument("--full", action="store_true", help="run the workflow at its shipped size and steps (the "
+                                                            "default on CPU is a quick run: 256 px start, 8 steps)")
     parser.add_argument("--serve", action="store_true", help="leave ComfyUI running for the browser afterwards")
     args = parser.parse_args()
 
@@ -72,18 +76,33 @@ def main() -> None:
     if args.ckpt is None:
         main_ckpt, weak_ckpt = _random_checkpoints(host)
         print("No --ckpt given: using a random-weight SD1.5 checkpoint. The images will be noise, not pictures.")
-    else:
-        main_ckpt = args.ckpt.resolve()
-        weak_ckpt = (args.weak_ckpt or args.ckpt).resolve()
     workflow_path = _pick_workflow(args.workflow)
     workflow = load_workflow(workflow_path)
+    if args.ckpt is not None:
+        loaders = sum(n["type"] in CHECKPOINT_LOADERS for n in workflow["nodes"])
+        if loaders > 1 and args.weak_ckpt is None:
+            raise SystemExit(f"{workflow_path.name} loads a main and a weak model (autoguidance): give the weaker "
+                             "checkpoint with --weak-ckpt PATH (the same file twice would guide nothing).")
+        main_ckpt = args.ckpt.resolve()
+        weak_ckpt = (args.weak_ckpt or args.ckpt).resolve()
     _assign_checkpoints(workflow, main_ckpt.name, weak_ckpt.name)
 
     base = HOST_DIR / "demo"
     server = ComfyServer(host, checkpoints=sorted({main_ckpt, weak_ckpt}), base_dir=base, cpu=not args.gpu)
     server.start()
     try:
-        overrides = {"*": {"steps": args.steps}} if args.steps else None
+        quick = not (args.full or args.gpu)
+        if quick:
+            print(f"Quick CPU run: every latent starts at {QUICK_SIZE} px, at most {QUICK_STEPS} steps, HiDiffusion "
+                  "tuned for a 2048 px image so it acts anyway (--full runs the workflow as shipped).")
+
+        def overrides(node_id: str, class_type: str, inputs: dict) -> None:
+            if "steps" in inputs and (args.steps or quick):
+                inputs["steps"] = args.steps or min(int(inputs["steps"]), QUICK_STEPS)
+            if quick and class_type == "EmptyLatentImage":
+                inputs.update(width=QUICK_SIZE, height=QUICK_SIZE)
+            if quick and class_type == "MegapixelHiDiffusion":
+                inputs.update(target_width=2048, target_height=2048)
         prompt = workflow_to_api(workflow, server.object_info(), overrides)
         print(f"Running {workflow_path.name} on {main_ckpt.name} ...", flush=True)
         started = time.monotonic()
