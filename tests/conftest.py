@@ -25,6 +25,8 @@ from comfy.cli_args import args  # noqa: E402
 if not torch.cuda.is_available():
     args.cpu = True
 args.use_pytorch_cross_attention = True
+# The tiny models run fastest on one thread, and the e2e server (a separate process) keeps the cores for itself.
+torch.set_num_threads(1)
 
 
 def _import_pack():
