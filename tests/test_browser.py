@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,46 @@ CHECKPOINT_LOADERS = {"CheckpointLoaderSimple": "ckpt_name"}
 BROWSER_EDITS: dict[str, dict] = {
     "*": {"steps": {"max": 2}, "batch_size": {"max": 1}, "__size__": {"max_side": 128, "multiple": 64}},
 }
+
+
+RELAY_NODES = {"MegapixelRelayKSampler": "steps", "MegapixelRelaySamplerCustom": None}
+_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
+
+
+def relay_edits(nodes: list[dict]) -> list[tuple[int, str, object]]:
+    """What a user would change on relay nodes to match the lowered sizes: stage sizes in pixels scaled like the
+    first stage (which must equal the latent's size), and enough steps for every stage."""
+    latents = [n for n in nodes if n["type"] == "EmptyLatentImage"]
+    widget = lambda node, name: next((w["value"] for w in node["widgets"] if w["name"] == name), None)  # noqa: E731
+    edits = []
+    for node in nodes:
+        if node["type"] not in RELAY_NODES:
+            continue
+        stages = widget(node, "stages")
+        parts = [p for p in str(stages).split(",") if p.strip()]
+        sizes = [_SIZE.match(p) for p in parts]
+        if latents and parts and all(sizes):
+            width, height = widget(latents[0], "width"), widget(latents[0], "height")
+            k = width / int(sizes[0].group(1))
+            scaled = [(max(8, round(int(m.group(1)) * k / 8) * 8), max(8, round(int(m.group(2)) * k / 8) * 8))
+                      for m in sizes]
+            scaled[0] = (width, height)
+            edits.append((node["id"], "stages", ", ".join(f"{w}x{h}" for w, h in scaled)))
+        steps = max(2 * len(parts), len(parts) + 3)
+        if RELAY_NODES[node["type"]]:
+            edits.append((node["id"], RELAY_NODES[node["type"]], steps))
+        else:  # the custom relay takes its schedule from a BasicScheduler
+            edits += [(n["id"], "steps", steps) for n in nodes if n["type"] == "BasicScheduler"]
+    return edits
+
+
+def quick(page: browser.ComfyPage) -> list[str]:
+    """Lower steps and sizes in the page (BROWSER_EDITS, then the relay nodes' stages and steps)."""
+    changed = page.set_widgets(BROWSER_EDITS)
+    for node_id, name, value in relay_edits(page.graph_nodes()):
+        page.set_widget(node_id, name, value)
+        changed.append(f"{node_id}.{name} -> {value!r}")
+    return changed
 
 
 def _reason_to_skip() -> str:
@@ -122,7 +163,7 @@ def test_workflow_runs_from_the_browser(workflow_path, page, comfy_server, objec
 
     available = _checkpoint_names(object_info)
     _pick_checkpoints(page, workflow, available, random_checkpoint.name)
-    edits = page.set_widgets(BROWSER_EDITS)
+    edits = quick(page)
     print(f"{name}: widget edits:\n  " + "\n  ".join(edits or ["(none)"]))
 
     queued = page.queue()
@@ -153,7 +194,7 @@ def test_harness_converts_workflows_like_the_frontend(workflow_path, page, objec
     name = workflow_path.name if workflow_path else "core-txt2img.json"
     workflow = load_workflow(workflow_path) if workflow_path else core_workflow(object_info, random_checkpoint.name)
     page.drop_workflow(name, workflow)
-    page.set_widgets(BROWSER_EDITS)
+    quick(page)
     built = page.page.evaluate("async () => { const p = await app.graphToPrompt();"
                                " return {output: p.output, workflow: p.workflow}; }")
     frontend = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in built["output"].items()}

@@ -159,7 +159,14 @@ class ComfyServer:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise ServerError(f"ComfyUI died while running {prompt_id}:\n{self.log_tail()}")
-            history = self.get(f"/history/{prompt_id}")
+            try:
+                history = self.get(f"/history/{prompt_id}")
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as e:
+                # A busy CPU server (loading a checkpoint) can be slow to answer; the deadline above still holds.
+                if isinstance(e, urllib.error.HTTPError):
+                    raise
+                time.sleep(1)
+                continue
             entry = history.get(prompt_id) if isinstance(history, dict) else None
             if entry and entry.get("status", {}).get("completed") is not None and (
                     entry["status"].get("status_str") in ("success", "error") or entry["status"]["completed"]):
