@@ -41,7 +41,8 @@ def _setup(device: str):
     spec.loader.exec_module(module)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the benchmark, print the table; returns the median seconds per step of every variant."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512, help="image side in px (latent side = size / 8)")
     parser.add_argument("--steps", type=int, default=3, help="timed Euler steps per run")
@@ -49,8 +50,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--w", type=float, default=2.0)
-    opts = parser.parse_args()
-    _setup(opts.device)
+    opts = parser.parse_args(argv)
+    if PACK_NAME not in sys.modules:  # bench_report.py may have set the host up already
+        _setup(opts.device)
 
     import torch  # noqa: PLC0415
 
@@ -131,6 +133,23 @@ def main() -> None:
         if name in predicted:  # what the model passes alone account for: CFG step + one weak batch-1 pass
             line += f"   (model passes alone: {(base + median[predicted[name]]) / base:4.2f}x)"
         print(line)
+    return median
+
+
+def measure(quick: bool = False, device: str = "auto") -> list[dict]:
+    """Rows for tools/bench_report.py: autoguidance + CFG against CFG alone, per step, side by side."""
+    import contextlib
+    import io
+
+    size, steps, repeats = (256, 2, 2) if quick else (512, 3, 3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        median = main(["--size", str(size), "--steps", str(steps), "--repeats", str(repeats), "--device", device])
+    base = median["CFG alone"]
+    return [{"comparison": f"{name} vs CFG alone, SD1.5 U-Net {size} px, per step",
+             "ratio": median[name] / base, "baseline_ms": base * 1000, "variant_ms": median[name] * 1000,
+             "note": f"model passes alone: {(base + median[alone]) / base:.2f}x"}
+            for name, alone in (("autoguidance + CFG, same-size weak", "same-size weak, one batch-1 pass"),
+                                ("autoguidance + CFG, smaller weak", "smaller weak, one batch-1 pass"))]
 
 
 if __name__ == "__main__":

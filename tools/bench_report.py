@@ -43,7 +43,7 @@ BENCHMARKS = ["hidiffusion", "relay", "autoguidance"]
 # Arguments for main() of a benchmark that has no measure() yet: small enough for a report run on a CPU.
 QUICK_ARGS = {
     "hidiffusion": [],
-    "relay": [],
+    "relay": ["--size", "256", "--steps", "10", "--repeat", "1"],
     "autoguidance": ["--size", "256", "--steps", "2", "--repeats", "2"],
 }
 README_BEGIN = "<!-- bench_report:begin -->"
