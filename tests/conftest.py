@@ -4,7 +4,6 @@ Runs inside the host's Python (``tools/run_tests.py`` sees to that).  Nothing of
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,35 +12,15 @@ import pytest
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import HOST_DIR, PACK_NAME, locate_host  # noqa: E402
+from host import HOST_DIR, import_in_process, locate_host  # noqa: E402
 
 HOST = locate_host()
-sys.path.insert(0, str(HOST.root))
+import_in_process()  # ComfyUI on sys.path, `--cpu --use-pytorch-cross-attention` where there is no GPU, the pack
 
 import torch  # noqa: E402
-from comfy.cli_args import args  # noqa: E402
 
-# What `main.py --cpu --use-pytorch-cross-attention` sets, before comfy.model_management reads it.
-if not torch.cuda.is_available():
-    args.cpu = True
-args.use_pytorch_cross_attention = True
 # The tiny models run fastest on one thread, and the e2e server (a separate process) keeps the cores for itself.
 torch.set_num_threads(1)
-
-
-def _import_pack():
-    """Import this checkout as the package ``megapixel``, as ComfyUI would import it from custom_nodes."""
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_import_pack()
 
 import model_factory  # noqa: E402  (needs ComfyUI on sys.path)
 

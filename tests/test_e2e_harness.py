@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,32 @@ def api_to_ui(api: dict, info: dict) -> dict:
         nodes.append({"id": int(node_id), "type": node["class_type"], "mode": 0, "inputs": inputs,
                       "widgets_values": widgets})
     return {"nodes": nodes, "links": links, "version": 0.4}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death guard is Linux only")
+def test_server_dies_with_the_process_that_started_it(host, tmp_path):
+    """A test run killed from outside (CI timeout, Ctrl-C twice, OOM killer) must not leave its server running."""
+    import psutil
+
+    driver = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / "tools")!r})
+from comfy_server import ComfyServer
+from host import locate_host
+server = ComfyServer(locate_host(), base_dir=__import__("pathlib").Path({str(tmp_path)!r})).start()
+print(server._proc.pid, flush=True)
+time.sleep(600)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline())
+        server = psutil.Process(pid)
+        assert "main.py" in server.cmdline(), server.cmdline()  # the guard exec'd ComfyUI in place
+    finally:
+        proc.kill()
+        proc.wait()
+    try:
+        server.wait(timeout=60)
+    except psutil.TimeoutExpired:
+        server.kill()
+        pytest.fail("the ComfyUI server outlived the process that started it")

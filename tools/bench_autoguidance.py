@@ -13,7 +13,6 @@ a warm-up, the variants interleaved `repeats` times; the median per-step time is
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -22,23 +21,8 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import PACK_NAME, locate_host  # noqa: E402
+from host import import_in_process  # noqa: E402
 
-
-def _setup(device: str):
-    """Put ComfyUI on sys.path (as tests/conftest.py does) and import the pack as ``megapixel``."""
-    sys.path.insert(0, str(locate_host().root))
-    import torch  # noqa: PLC0415
-    from comfy.cli_args import args  # noqa: PLC0415
-
-    if device == "cpu" or not torch.cuda.is_available():
-        args.cpu = True
-    args.use_pytorch_cross_attention = True
-    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -51,8 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--w", type=float, default=2.0)
     opts = parser.parse_args(argv)
-    if PACK_NAME not in sys.modules:  # bench_report.py may have set the host up already
-        _setup(opts.device)
+    import_in_process(opts.device)
 
     import torch  # noqa: PLC0415
 

@@ -20,7 +20,6 @@ tracemalloc and the process's max RSS only grows), which the output says.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -29,25 +28,8 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import PACK_NAME, locate_host  # noqa: E402
+from host import import_in_process  # noqa: E402
 
-
-def _setup(device: str) -> None:
-    """ComfyUI on sys.path (as tests/conftest.py does) and the pack importable as ``megapixel``."""
-    if PACK_NAME in sys.modules:
-        return
-    sys.path.insert(0, str(locate_host().root))
-    import torch  # noqa: PLC0415
-    from comfy.cli_args import args  # noqa: PLC0415
-
-    if device == "cpu" or not torch.cuda.is_available():
-        args.cpu = True
-    args.use_pytorch_cross_attention = True
-    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
 
 
 def _flop_counter():
@@ -217,7 +199,7 @@ def bench(family: str, size: int, steps: int, repeats: int, cfg: float, device_n
 
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
     """Rows for tools/bench_report.py."""
-    _setup(device)
+    import_in_process(device)
     return bench("sd15", 1024, 10, 1 if quick else 2, 1.0, device, measure_schedule=False)
 
 
@@ -231,7 +213,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--measure-schedule", action="store_true", help="also time whole sampling runs")
     opts = parser.parse_args()
-    _setup(opts.device)
+    import_in_process(opts.device)
     for size in opts.size:
         bench(opts.family, size, opts.steps, opts.repeats, opts.cfg, opts.device, opts.measure_schedule)
 

@@ -21,34 +21,14 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import PACK_NAME, locate_host  # noqa: E402
+from host import import_in_process  # noqa: E402
 
-
-def _setup(device: str) -> None:
-    """ComfyUI on sys.path, its CLI flags as `main.py --cpu --use-pytorch-cross-attention` would set them, and the
-    pack importable as ``megapixel`` (skipped when a caller such as bench_report.py did it)."""
-    if PACK_NAME in sys.modules:
-        return
-    sys.path.insert(0, str(locate_host().root))
-    import importlib.util
-
-    import torch
-    from comfy.cli_args import args as comfy_args
-
-    if device == "cpu" or not torch.cuda.is_available():
-        comfy_args.cpu = True
-    comfy_args.use_pytorch_cross_attention = True
-    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = pack
-    spec.loader.exec_module(pack)
 
 
 def bench(size: int = 512, stages: str = "1, 1.5, 2", steps: int = 10, cfg: float = 7.5, sampler: str = "euler",
           repeat: int = 1, device: str = "auto", fp16: bool = False, log=print) -> dict:
     """Time the relay and direct sampling; returns the figures (seconds, ratios)."""
-    _setup(device)
+    import_in_process(device)
     import torch
 
     import comfy.model_management

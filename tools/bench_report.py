@@ -37,7 +37,7 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import HOST_VERSION, PACK_NAME, locate_host  # noqa: E402
+from host import HOST_VERSION, import_in_process  # noqa: E402
 
 BENCHMARKS = ["hidiffusion", "relay", "autoguidance"]
 # Arguments for main() of a benchmark that has no measure() yet: small enough for a report run on a CPU.
@@ -49,25 +49,6 @@ QUICK_ARGS = {
 README_BEGIN = "<!-- bench_report:begin -->"
 README_END = "<!-- bench_report:end -->"
 
-
-def setup(device: str) -> None:
-    """ComfyUI on sys.path and the pack importable as ``megapixel`` (as tests/conftest.py does), once."""
-    if PACK_NAME in sys.modules:
-        return
-    sys.path.insert(0, str(locate_host().root))
-    import importlib.util
-
-    import torch
-    from comfy.cli_args import args
-
-    if device == "cpu" or not torch.cuda.is_available():
-        args.cpu = True
-    args.use_pytorch_cross_attention = True
-    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
 
 
 def machine() -> str:
@@ -226,7 +207,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--update-readme", action="store_true", help="write the Markdown table into README.md")
     opts = parser.parse_args()
-    setup(opts.device)
+    import_in_process(opts.device)
     results = [run_benchmark(name, opts.quick, opts.device) for name in (opts.only or BENCHMARKS)]
     about = f"Machine: {machine()}"
     command = "tools/bench_report.py" + (" --quick" if opts.quick else "") + (

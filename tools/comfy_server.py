@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,6 +28,24 @@ from typing import Any, Callable
 from host import PACK_DIR, PACK_NAME, Host
 
 READY_TIMEOUT_S = 300
+
+# Linux: the server gets SIGTERM when the process that started it dies, however it dies (a killed pytest or demo
+# would otherwise leave a server holding gigabytes, since it runs in its own session).  The guard sets the parent-death
+# signal in the fresh interpreter, then execs ComfyUI in place: same pid, nothing left running in between.
+_PARENT_DEATH_GUARD = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the process that started ComfyUI is gone')\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+def server_command(python: Path, args: list[str]) -> list[str]:
+    """``python main.py args``, behind the parent-death guard where the platform has one."""
+    if sys.platform.startswith("linux"):
+        return [str(python), "-c", _PARENT_DEATH_GUARD, str(os.getpid()), "main.py", *args]
+    return [str(python), "main.py", *args]
 
 
 class ServerError(RuntimeError):
@@ -72,7 +91,7 @@ class ComfyServer:
     def start(self) -> "ComfyServer":
         log = open(self.log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._proc = subprocess.Popen([str(self.host.python), "main.py", *self._args], cwd=self.host.root,
+        self._proc = subprocess.Popen(server_command(self.host.python, self._args), cwd=self.host.root,
                                       stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:

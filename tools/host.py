@@ -9,7 +9,7 @@ Set ``COMFYUI_PATH`` to use an existing ComfyUI instead (and ``COMFYUI_PYTHON`` 
 by default its ``venv``/``.venv`` if there is one, else the Python running this script).  Nothing is installed
 into a user's own ComfyUI except a link to this pack in ``custom_nodes/`` and the test-only packages.
 
-Only the standard library is used: this runs before any venv exists.
+Only the standard library is used at import: this runs before any venv exists.
 """
 from __future__ import annotations
 
@@ -194,6 +194,29 @@ def provision() -> Host:
         _ensure_test_requirements(host)
     link_pack(host)
     return host
+
+
+def import_in_process(device: str = "auto") -> None:
+    """Inside the host's Python: ComfyUI on ``sys.path``, its CLI flags as ``main.py --cpu
+    --use-pytorch-cross-attention`` would set them (``--cpu`` unless ``device`` is cuda/auto with a GPU), and this
+    checkout importable as the package ``megapixel``, as ComfyUI imports it from custom_nodes.  Idempotent: the
+    tests, the benchmarks and bench_report.py all call it."""
+    if PACK_NAME in sys.modules:
+        return
+    import importlib.util
+
+    sys.path.insert(0, str(locate_host().root))
+    import torch
+    from comfy.cli_args import args
+
+    if device == "cpu" or not torch.cuda.is_available():
+        args.cpu = True
+    args.use_pytorch_cross_attention = True
+    spec = importlib.util.spec_from_file_location(PACK_NAME, PACK_DIR / "__init__.py",
+                                                  submodule_search_locations=[str(PACK_DIR)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = pack
+    spec.loader.exec_module(pack)
 
 
 def main() -> None:
