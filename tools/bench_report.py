@@ -3,8 +3,8 @@
     .host/venv/bin/python tools/bench_report.py [--quick] [--device auto|cpu|cuda] [--only NAME ...]
                                                 [--markdown] [--update-readme]
 
-It imports ``tools/bench_<name>.py`` for hidiffusion, relay and autoguidance (a missing one is noted, not an error)
-and calls each one's ``measure(quick=..., device=...) -> list[dict]``.  A row is a dict with
+It imports ``tools/bench_<name>.py`` for hidiffusion, relay, autoguidance and overhead (a missing one is noted, not
+an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``.  A row is a dict with
 
     comparison   what is compared, e.g. "HiDiffusion vs vanilla, SD1.5 1024 px"   (required)
     ratio        time of the variant / time of the baseline (float)                  (required)
@@ -39,7 +39,7 @@ sys.path.insert(0, str(PACK_DIR / "tools"))
 
 from host import HOST_VERSION, import_in_process  # noqa: E402
 
-BENCHMARKS = ["hidiffusion", "relay", "autoguidance"]
+BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead"]
 # Arguments for main() of a benchmark that has no measure() yet: small enough for a report run on a CPU.
 QUICK_ARGS = {
     "hidiffusion": [],
