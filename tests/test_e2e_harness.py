@@ -48,6 +48,26 @@ def test_core_graph_runs_on_random_checkpoint(comfy_server, random_checkpoint):
     assert png_size(images[0][1]) == (128, 128)
 
 
+def test_freeing_a_server_gives_its_model_memory_back(comfy_server, random_checkpoint):
+    """What keeps two servers' full-size models from being resident at once in the suites that start their own."""
+    import time
+
+    import psutil
+
+    from comfy_server import ComfyServer
+
+    comfy_server.run(core_graph(random_checkpoint.name, size=64, steps=1, seed=2))
+    process = psutil.Process(comfy_server._proc.pid)
+    loaded = process.memory_info().rss
+    ComfyServer.free_all_memory()
+    deadline = time.monotonic() + 60
+    while process.memory_info().rss > loaded - 1.5e9 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    freed = loaded - process.memory_info().rss
+    assert freed > 1.5e9, f"freeing gave back {freed / 1e9:.2f} GB of {loaded / 1e9:.2f} GB resident"
+    comfy_server.run(core_graph(random_checkpoint.name, size=64, steps=1, seed=2))  # and it loads them again
+
+
 def test_bad_graph_is_refused_with_the_servers_message(comfy_server):
     graph = core_graph("no-such-checkpoint.safetensors")
     with pytest.raises(ServerError, match="ckpt_name"):

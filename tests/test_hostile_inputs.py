@@ -70,6 +70,7 @@ class Models:
 
 def start_server(host, main: Path, weak: Path, sd3: Path, custom_nodes: dict[str, str] | None = None) -> ComfyServer:
     """A server of our own with the three models (and test-only custom nodes: folder name -> __init__.py source)."""
+    ComfyServer.free_all_memory()  # the session's server keeps its models otherwise
     server = ComfyServer(host, checkpoints=[main, weak], cpu=not torch.cuda.is_available())
     # The weak checkpoint is also a diffusion model here: the autoguidance cases load it with UNETLoader in fp8
     # (0.9 GB instead of 3.3 GB of fp32 weights on a CPU; still an SD1.5 U-Net to the guider).

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,6 +62,8 @@ def free_port() -> int:
 class ComfyServer:
     """A ComfyUI process on 127.0.0.1 with this pack in its custom_nodes; use as a context manager."""
 
+    _running: "weakref.WeakSet[ComfyServer]" = weakref.WeakSet()  # started by this process and not stopped
+
     def __init__(self, host: Host, checkpoints: list[Path] = (), base_dir: Path | None = None,
                  cpu: bool = True, extra_args: list[str] = (), port: int | None = None):
         self.host = host
@@ -99,6 +102,7 @@ class ComfyServer:
                 raise ServerError(f"ComfyUI exited with {self._proc.returncode} during start-up:\n{self.log_tail()}")
             try:
                 self.get("/system_stats", timeout=2)
+                ComfyServer._running.add(self)
                 return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.5)
@@ -106,6 +110,7 @@ class ComfyServer:
         raise ServerError(f"ComfyUI did not answer within {READY_TIMEOUT_S}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
+        ComfyServer._running.discard(self)
         if self._proc is not None and self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGTERM)
@@ -161,6 +166,17 @@ class ComfyServer:
         except urllib.error.HTTPError as e:
             raise ServerError(f"POST {path} -> {e.code}: {e.read().decode(errors='replace')}") from None
         return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def free_memory(self) -> None:
+        """Ask the server to unload its models and drop its cache (it does so between prompts)."""
+        self.post("/free", {"unload_models": True, "free_memory": True})
+
+    @classmethod
+    def free_all_memory(cls) -> None:
+        """Free every running server's models: call before starting another server that loads full-size models,
+        so two sets of them are never resident at once (CI has 24 GiB)."""
+        for server in list(cls._running):
+            server.free_memory()
 
     def object_info(self) -> dict:
         return self.get("/object_info", timeout=120)
