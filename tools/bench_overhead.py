@@ -12,7 +12,7 @@ function runs its "am I active?" check:
 - MSW-MSA limited to the first half of the schedule, at a step in the second half;
 - autoguidance + CFG limited to the first half of the schedule, at a step in the second half (against CFG alone).
 
-The variants run interleaved for ``--rounds`` rounds after a warm-up; the fastest round of each is compared (on a
+The variants run interleaved, in an order that rotates each round, for ``--rounds`` rounds after a warm-up; the fastest round of each is compared (on a
 shared CPU the minimum is the figure least disturbed by other processes).
 """
 from __future__ import annotations
@@ -103,11 +103,12 @@ def bench(size: int = 512, rounds: int = 5, at: int = 17, device: str = "auto", 
     for g, _, _ in variants.values():  # warm-up: loading, allocator, kernels
         timed(g)
     best = {name: float("inf") for name in variants}
-    for _ in range(rounds):
-        for name, (g, _, _) in variants.items():
-            best[name] = min(best[name], timed(g))
+    names = list(variants)
+    for r in range(rounds):  # the order rotates each round: no variant always runs first, or after the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            best[name] = min(best[name], timed(variants[name][0]))
     log(f"SD1.5 {size}x{size} px, {torch_device.type} {'fp16' if dtype else 'fp32'}, one Euler step at step {at} of "
-        f"20 ({percent:.0%} of the schedule), fastest of {rounds} interleaved rounds")
+        f"20 ({percent:.0%} of the schedule), fastest of {rounds} interleaved rounds (rotating order)")
     rows = []
     for name, (_, baseline, comparison) in variants.items():
         if baseline is None:
