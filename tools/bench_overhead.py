@@ -12,8 +12,8 @@ function runs its "am I active?" check:
 - MSW-MSA limited to the first half of the schedule, at a step in the second half;
 - autoguidance + CFG limited to the first half of the schedule, at a step in the second half (against CFG alone).
 
-The variants run interleaved, in an order that rotates each round, for ``--rounds`` rounds after a warm-up; the fastest round of each is compared (on a
-shared CPU the minimum is the figure least disturbed by other processes).
+The variants run interleaved, in an order that rotates each round, for ``--rounds`` rounds after a warm-up; the
+fastest round of each is compared (on a shared CPU the minimum is the figure least disturbed by other processes).
 """
 from __future__ import annotations
 
