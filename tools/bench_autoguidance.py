@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
+from bench_timing import timed_sample  # noqa: E402
 from host import import_in_process  # noqa: E402
 
 
@@ -89,14 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                  "autoguidance + CFG, smaller weak": "smaller weak, one batch-1 pass"}
 
     def timed(guider, sig) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            guider.sample(noise, latent, sampler, sig, seed=0, disable_pbar=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed_sample(guider, noise, latent, sampler, sig, device)
 
     for guider in variants.values():  # warm-up: loading, allocator, kernels
         timed(guider, sigmas[-2:])

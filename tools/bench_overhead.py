@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
+from bench_timing import timed_sample  # noqa: E402
 from host import import_in_process  # noqa: E402
 
 LIMIT = 1.02
@@ -91,14 +91,7 @@ def bench(size: int = 512, rounds: int = 5, at: int = 17, device: str = "auto", 
     }
 
     def timed(g) -> float:
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            g.sample(noise, latent, sampler, sigmas, seed=0, disable_pbar=True)
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed_sample(g, noise, latent, sampler, sigmas, torch_device)
 
     for g, _, _ in variants.values():  # warm-up: loading, allocator, kernels
         timed(g)
