@@ -139,8 +139,9 @@ class HiDiffusion(io.ComfyNode):
                 "HiDiffusion in one node (arXiv 2311.17528): RAU-Net against duplicated objects above the training "
                 "resolution and MSW-MSA for faster attention, with the official settings chosen at sampling time "
                 "from the image size (SD1.5: 1024- or 2048-class; SDXL: 2048- or 4096-class). At or below the "
-                "model's native resolution (SD1 512 px, SD2 768 px v-prediction / 512 px, SDXL 1024 px, by area) "
-                "the model is left untouched, so one graph serves every size."),
+                "model's native resolution (SD1 512 px, SD2 768 px v-prediction / 512 px, SDXL 1024 px, by area; "
+                "native_size sets it for models trained at another size) the model is left untouched, so one "
+                "graph serves every size."),
             inputs=[
                 io.Model.Input("model", tooltip="The SD1.x, SD2.x or SDXL model to patch (it is cloned, never changed)."),
                 io.Int.Input("target_width", default=0, min=0, max=16384, step=8, optional=True, tooltip=(
@@ -153,15 +154,21 @@ class HiDiffusion(io.ComfyNode):
                     "the schedule, then the pool pair until 40%). Off: the pool pair only.")),
                 io.Boolean.Input("rau_net", default=True, optional=True, tooltip="Apply RAU-Net."),
                 io.Boolean.Input("msw_msa", default=True, optional=True, tooltip="Apply MSW-MSA."),
+                io.Int.Input("native_size", default=0, min=0, max=8192, step=8, optional=True, tooltip=(
+                    "The side in pixels the model was trained at: the settings count from it, and the node does "
+                    "nothing at or below its area. 0 = auto, the family's (SD1 512, SD2 768 v-prediction / 512, "
+                    "SDXL 1024). Set it for fine-tunes trained at another size, e.g. 768 for an SD1.5 model "
+                    "trained at 768 px.")),
             ],
             outputs=[io.Model.Output(tooltip="The patched model.")],
         )
 
     @classmethod
     def execute(cls, model, target_width=0, target_height=0, aggressive=True, rau_net=True,
-                msw_msa=True) -> io.NodeOutput:
+                msw_msa=True, native_size=0) -> io.NodeOutput:
         return io.NodeOutput(apply_hidiffusion(model, "auto", int(target_width or 0), int(target_height or 0),
-                                               bool(aggressive), bool(rau_net), bool(msw_msa), node=ONE_CLICK_NAME))
+                                               bool(aggressive), bool(rau_net), bool(msw_msa), node=ONE_CLICK_NAME,
+                                               native_size=int(native_size or 0)))
 
 
 NODES: list[type[io.ComfyNode]] = [HiDiffusion, HiDiffusionRAUNet, HiDiffusionMSWMSA]
