@@ -65,11 +65,13 @@ def random_weak_checkpoint() -> Path:
 
 @pytest.fixture(scope="session")
 def comfy_server(host, random_checkpoint, random_weak_checkpoint):
-    """A real ComfyUI server on 127.0.0.1 with this pack loaded and the random checkpoints (main, weak) installed."""
+    """A real ComfyUI server on 127.0.0.1 with this pack loaded, the random checkpoints (main, weak) installed, and
+    the quality lab (its U-Nets, its TAESD autoencoder and its development-only loader node)."""
     from comfy_server import ComfyServer
+    from lab.files import server_layout
 
     server = ComfyServer(host, checkpoints=[random_checkpoint, random_weak_checkpoint],
-                         cpu=not torch.cuda.is_available())
+                         cpu=not torch.cuda.is_available(), **server_layout())
     server.start()
     try:
         yield server

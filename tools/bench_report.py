@@ -14,6 +14,9 @@ an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``.
     limit        the most the ratio may be, e.g. 1.02 for an inactive patch's overhead (optional)
     note         anything else (optional)
 
+A quality row (``bench_quality.py``: the lab model's duplication, object scale and shape fidelity) has ``quality``
+(one of that benchmark's records) instead of ``ratio``; quality rows get a table of their own.
+
 A benchmark without ``measure`` yet is run through its ``main()`` (quick arguments) and its printed output is shown
 under the table.  Peak memory of each benchmark as a whole is measured here (CUDA: max_memory_allocated; CPU: the
 process's resident set, sampled).  ``--update-readme`` writes the table between the bench_report markers in
@@ -39,7 +42,7 @@ sys.path.insert(0, str(PACK_DIR / "tools"))
 
 from host import HOST_VERSION, import_in_process  # noqa: E402
 
-BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead"]
+BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead", "quality"]
 # Arguments for main() of a benchmark that has no measure() yet: small enough for a report run on a CPU.
 QUICK_ARGS = {
     "hidiffusion": [],
@@ -163,6 +166,8 @@ def table(results: list[dict], markdown: bool) -> str:
     lines = []
     for result in results:
         for row in result["rows"]:
+            if "quality" in row:
+                continue
             limit = row.get("limit")
             check = "" if limit is None else ("ok" if row["ratio"] <= limit else "OVER") + f" (<= {limit:g}x)"
             lines.append([result["name"], row["comparison"], _fmt(row.get("ratio")) + "x",
@@ -184,6 +189,16 @@ def table(results: list[dict], markdown: bool) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*l) for l in lines])
+
+
+def quality_table(results: list[dict]) -> str:
+    """The quality rows (Markdown), or '' when no benchmark gave any."""
+    records = [row["quality"] for result in results for row in result["rows"] if "quality" in row]
+    if not records:
+        return ""
+    import bench_quality
+
+    return bench_quality.markdown(records)
 
 
 def update_readme(text: str) -> Path:
@@ -214,6 +229,9 @@ def main() -> None:
         f" --device {opts.device}" if opts.device != "auto" else "")
     print(about)
     print(table(results, markdown=opts.markdown or opts.update_readme))
+    quality = quality_table(results)
+    if quality:
+        print("\nQuality lab (tools/bench_quality.py):\n" + quality)
     for result in results:
         if result["raw"] or (result["note"] and not result["rows"]):
             print(f"\n--- {result['name']}: {result['note']}")
@@ -224,7 +242,8 @@ def main() -> None:
         raws = "".join(f"\n\n`bench_{r['name']}.py` output:\n\n```\n{r['raw'].rstrip()}\n```" for r in results
                        if r["raw"])
         stamp = time.strftime("%Y-%m-%d")
-        path = update_readme(f"Latest `{command}` ({stamp}). {about}\n\n{md}{raws}")
+        quality_md = f"\n\nQuality lab (`tools/bench_quality.py`):\n\n{quality}" if quality else ""
+        path = update_readme(f"Latest `{command}` ({stamp}). {about}\n\n{md}{quality_md}{raws}")
         print(f"\nwrote the table into {path}")
 
 

@@ -65,7 +65,8 @@ class ComfyServer:
     _running: "weakref.WeakSet[ComfyServer]" = weakref.WeakSet()  # started by this process and not stopped
 
     def __init__(self, host: Host, checkpoints: list[Path] = (), base_dir: Path | None = None,
-                 cpu: bool = True, extra_args: list[str] = (), port: int | None = None):
+                 cpu: bool = True, extra_args: list[str] = (), port: int | None = None,
+                 models: dict[str, list[Path]] | None = None, custom_nodes: dict[str, Path] | None = None):
         self.host = host
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,19 +78,22 @@ class ComfyServer:
         self._args = ["--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", str(self.base_dir),
                       "--disable-auto-launch", "--disable-api-nodes", "--use-pytorch-cross-attention",
                       *(["--cpu"] if cpu else []), *extra_args]
-        self._layout(checkpoints)
+        self._layout(checkpoints, models or {}, custom_nodes or {})
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def _layout(self, checkpoints) -> None:
+    def _layout(self, checkpoints, models: dict[str, list[Path]], custom_nodes: dict[str, Path]) -> None:
+        """``models``: model folder (``vae``, ``diffusion_models``, ...) -> files; ``custom_nodes``: folder name ->
+        a node folder linked beside the pack (development-only nodes such as the quality lab's)."""
         for sub in ("custom_nodes", "models/checkpoints", "input", "output", "user"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_NAME
-        if not link.exists():
-            link.symlink_to(PACK_DIR, target_is_directory=True)
-        for ckpt in checkpoints:
-            target = self.base_dir / "models" / "checkpoints" / Path(ckpt).name
-            if not target.exists():
-                target.symlink_to(Path(ckpt).resolve())
+        links = {self.base_dir / "custom_nodes" / PACK_NAME: PACK_DIR}
+        links.update({self.base_dir / "custom_nodes" / name: Path(src) for name, src in custom_nodes.items()})
+        for folder, files in {"checkpoints": list(checkpoints), **models}.items():
+            links.update({self.base_dir / "models" / folder / Path(f).name: Path(f) for f in files})
+        for link, source in links.items():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(source.resolve(), target_is_directory=source.is_dir())
 
     def start(self) -> "ComfyServer":
         log = open(self.log_path, "wb")

@@ -1,0 +1,112 @@
+"""The quality lab: scenes and their measurement from first principles, the committed lab model through the real
+server (loader node, stock VAE loader), and the quality regression test — at 4x the native side HiDiffusion must
+duplicate the object clearly less often than the model alone, and at native size it must leave the model untouched."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lab import graphs, measure, scenes
+from lab.files import NATIVE_PX, UNET_FILE, VAE_FILE
+
+# The quality regression: seeds and the margin are set from tools/bench_quality.py (README, "Quality lab").
+REGRESSION_SEEDS = range(100, 108)
+REGRESSION_MARGIN = 0.25
+
+
+# --- scenes and measurement -----------------------------------------------------------------------------------
+def test_scenes_are_deterministic_and_one_object_each():
+    a, b = scenes.batch([3, 7]), scenes.batch([3, 7])
+    assert torch.equal(a, b) and a.shape == (2, NATIVE_PX, NATIVE_PX, 3)
+    assert not torch.equal(a[0], a[1])
+    stats = measure.measure_batch(scenes.batch(range(40)))
+    assert [s.count for s in stats] == [1] * 40
+    for i, s in enumerate(stats):
+        expected = scenes.scene_params(i).size
+        assert s.largest_side == pytest.approx(expected, abs=3 / NATIVE_PX)
+        assert s.fidelities[0] > 0.9
+
+
+def _canvas(size: int = 64, grey: float = 0.5) -> torch.Tensor:
+    return torch.full((size, size, 3), grey)
+
+
+def test_counting_from_first_principles():
+    img = _canvas()
+    img[4:20, 4:20] = torch.tensor([1.0, 0.0, 0.0])     # a 16 px red square
+    img[30:60, 30:50] = torch.tensor([0.0, 0.0, 1.0])   # a 30x20 px blue rectangle
+    img[2, 60] = torch.tensor([0.0, 1.0, 0.0])          # one vivid pixel: a speck, not an object
+    stats = measure.measure_image(img)
+    assert stats.count == 2
+    assert stats.largest_side == pytest.approx(30 / 64)
+    assert all(f == pytest.approx(1.0) for f in stats.fidelities)  # rectangles match the ideal square in their box
+    assert measure.measure_image(_canvas()).count == 0
+    # Two squares touching at a corner are one 8-connected object.
+    img = _canvas()
+    img[0:10, 0:10] = torch.tensor([1.0, 0.0, 0.0])
+    img[10:20, 10:20] = torch.tensor([1.0, 0.0, 0.0])
+    assert measure.measure_image(img).count == 1
+
+
+def test_malformed_shapes_score_low():
+    img = _canvas()
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    ring = ((ys - 32) ** 2 + (xs - 32) ** 2 <= 24 ** 2) & ((ys - 32) ** 2 + (xs - 32) ** 2 >= 14 ** 2)
+    img[ring] = torch.tensor([0.0, 0.8, 0.1])
+    stats = measure.measure_image(img)
+    assert stats.count == 1 and stats.fidelities[0] < measure.MALFORMED_IOU
+
+
+# --- the lab model through the real server --------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_lab_model_loads_and_samples_through_the_server(comfy_server):
+    info = comfy_server.object_info()
+    assert UNET_FILE in info["MegapixelLabLoader"]["input"]["required"]["unet_name"][0]
+    assert VAE_FILE in info["VAELoader"]["input"]["required"]["vae_name"][0]
+    px = 2 * NATIVE_PX
+    images = comfy_server.images(comfy_server.run(graphs.comparison_graph(px, seed=1, steps=8), timeout=600))
+    by_branch = {}
+    for name, data in images:
+        branch = next(b for b in graphs.BRANCHES if f"lab-{b}_" in name)
+        by_branch[branch] = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).float() / 255
+    assert set(by_branch) == set(graphs.BRANCHES)
+    for branch, image in by_branch.items():
+        assert image.shape == (px, px, 3)
+        vivid = measure.foreground(image).mean()
+        assert 0.01 < vivid < 0.7, f"{branch}: {vivid:.3f} of the image is object: not a lab scene"
+        assert measure.measure_image(image).count >= 1, branch
+
+
+# --- quality regression (in-process, the same code paths as the nodes) -----------------------------------------
+@pytest.fixture(scope="module")
+def lab():
+    from lab import pipeline
+
+    return pipeline.load_lab()
+
+
+def test_at_native_size_hidiffusion_gives_the_vanilla_result(lab):
+    from lab import pipeline
+
+    for seed in (0, 1):
+        vanilla = pipeline.ROWS["vanilla"][1](lab, seed, NATIVE_PX, 6)
+        patched = pipeline.ROWS["hidiffusion"][1](lab, seed, NATIVE_PX, 6)
+        assert torch.equal(vanilla, patched)
+
+
+def test_hidiffusion_duplicates_less_than_the_model_alone_at_4x(lab):
+    from lab import pipeline
+
+    px = 4 * NATIVE_PX
+    vanilla = pipeline.measure_row(lab, "vanilla", REGRESSION_SEEDS, px)
+    patched = pipeline.measure_row(lab, "hidiffusion", REGRESSION_SEEDS, px)
+    rate = lambda stats: sum(s.count > 1 for s in stats) / len(stats)  # noqa: E731
+    counts = ([s.count for s in vanilla], [s.count for s in patched])
+    assert rate(patched) <= rate(vanilla) - REGRESSION_MARGIN, f"object counts vanilla, HiDiffusion: {counts}"
+    assert sum(s.count == 0 for s in patched) <= 1, f"HiDiffusion drew no object: {counts}"

@@ -1,0 +1,90 @@
+"""The lab's models, built from ComfyUI's own classes: an SD1.5-class U-Net (``comfy.supported_models.SD15``,
+SD1.5's block layout and eps schedule, small widths) and a TAESD autoencoder (``comfy.taesd.taesd.TAESD``, which the
+stock VAE loader detects from its keys).  Files are safetensors; a U-Net file carries its config in its metadata.
+
+Must run inside the host's Python, with ComfyUI importable.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
+
+from .files import UNET_FILE, VAE_FILE, WEAK_UNET_FILE, WEIGHTS_DIR  # noqa: F401  (re-exported)
+
+CONTEXT_DIM = 32
+PREFIX = "model.diffusion_model."
+
+_BASE = {
+    "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "model_channels": 32, "use_temporal_attention": False, "use_temporal_resblock": False,
+    "adm_in_channels": None, "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM,
+}
+# SD1.5's layout (4 levels, 2 resnets each, transformers on the first three) at widths trainable on 2 CPU cores.
+UNET_CONFIGS = {
+    "main": dict(_BASE, channel_mult=[1, 2, 3, 3]),
+    "weak": dict(_BASE, channel_mult=[1, 1, 2, 2]),
+}
+
+
+def build_unet(config: dict, dtype: torch.dtype | None = None) -> comfy.model_base.BaseModel:
+    """An SD1.5-class eps model (``BaseModel`` over ComfyUI's ``UNetModel``) from a U-Net config; weights
+    uninitialised (load or initialise them)."""
+    config = dict(config)
+    if dtype is not None:
+        config["dtype"] = dtype
+    model_config = comfy.supported_models.SD15(config)
+    return comfy.model_base.BaseModel(model_config, model_type=comfy.model_base.ModelType.EPS)
+
+
+def save_unet(model: comfy.model_base.BaseModel, config: dict, path: Path, metadata: dict | None = None) -> Path:
+    """The U-Net's weights in fp16 with its config in the file's metadata."""
+    sd = {PREFIX + k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
+    meta = {"megapixel_lab_unet_config": json.dumps(config), **(metadata or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={k: str(v) for k, v in meta.items()})
+    return path
+
+
+def read_unet_config(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "megapixel_lab_unet_config" not in meta:
+        raise ValueError(f"{path} is not a Megapixel lab U-Net (no megapixel_lab_unet_config in its metadata)")
+    return json.loads(meta["megapixel_lab_unet_config"])
+
+
+def load_unet(path: Path, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
+    """A lab U-Net file as a ModelPatcher on ComfyUI's devices (what the lab loader node returns)."""
+    config = read_unet_config(path)
+    if dtype is None:
+        dtype = comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
+    model = build_unet(config, dtype=dtype)
+    sd = load_file(str(path))
+    sd = {k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)}
+    model.diffusion_model.load_state_dict(sd, strict=True)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device())
+
+
+def empty_context(batch: int = 1) -> torch.Tensor:
+    """The fixed (unconditional) context the lab U-Nets are trained with."""
+    return torch.zeros(batch, 1, CONTEXT_DIM)
+
+
+def conditioning() -> list:
+    """That context as a ComfyUI CONDITIONING (positive and negative alike: the model is unconditional)."""
+    return [[empty_context(), {}]]
+

@@ -1,0 +1,137 @@
+"""Sample the lab model in-process, one named *row* (a technique and its settings) at a time, and measure the decoded
+images: what ``tools/bench_quality.py``, the quality tests and the thumbnails share.
+
+Every row goes through the pack's and ComfyUI's own code paths (the one-click HiDiffusion node's patch, the relay
+KSampler, core Deep Shrink's node, the autoguidance guider, ``comfy.sample``), one seed per image, batch 1, so seed
+``s`` of a row is what a user gets with that seed in the matching graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file
+
+import comfy.sample
+import comfy.samplers
+import comfy.sd
+from comfy.model_patcher import ModelPatcher
+
+from . import measure, models
+from .files import NATIVE_PX
+
+STEPS = 20
+SAMPLER = "euler"
+SCHEDULER = "normal"
+
+
+@dataclass
+class Lab:
+    model: ModelPatcher
+    weak: ModelPatcher
+    vae: comfy.sd.VAE
+
+    @property
+    def conditioning(self) -> list:
+        return models.conditioning()
+
+
+def load_lab() -> Lab:
+    """The committed lab weights: main U-Net, weak U-Net, TAESD autoencoder (through ``comfy.sd.VAE``, as the stock
+    VAE loader does)."""
+    vae = comfy.sd.VAE(sd=load_file(str(models.WEIGHTS_DIR / models.VAE_FILE)))
+    return Lab(models.load_unet(models.WEIGHTS_DIR / models.UNET_FILE),
+               models.load_unet(models.WEIGHTS_DIR / models.WEAK_UNET_FILE), vae)
+
+
+def _empty(px: int) -> torch.Tensor:
+    return torch.zeros(1, 4, px // 8, px // 8)
+
+
+def _ksampler(model: ModelPatcher, lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+    latent = _empty(px)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    cond = lab.conditioning
+    return comfy.sample.sample(model, noise, steps, 1.0, SAMPLER, SCHEDULER, cond, cond, latent, seed=seed,
+                               disable_pbar=True)
+
+
+def _hidiffusion(lab: Lab, **kwargs) -> ModelPatcher:
+    from megapixel.patches.hidiffusion import apply_hidiffusion
+
+    return apply_hidiffusion(lab.model, native_size=NATIVE_PX, **kwargs)
+
+
+def deep_shrink(model: ModelPatcher) -> ModelPatcher:
+    """Core Deep Shrink (PatchModelAddDownscale) with its node's defaults: block 3, factor 2, 0 -> 0.35, after skip,
+    bicubic both ways."""
+    from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
+
+    return PatchModelAddDownscale.execute(model, 3, 2.0, 0.0, 0.35, True, "bicubic", "bicubic").result[0]
+
+
+def _relay(model: ModelPatcher, lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+    from megapixel.samplers.relay import relay_ksampler
+
+    factors = [1]
+    while factors[-1] * NATIVE_PX < px:
+        factors.append(factors[-1] * 2)
+    if factors[-1] * NATIVE_PX != px:
+        raise ValueError(f"the relay row needs a power-of-two multiple of {NATIVE_PX} px, not {px}")
+    cond = lab.conditioning
+    out = relay_ksampler(model, seed, steps, 1.0, SAMPLER, SCHEDULER, cond, cond, {"samples": _empty(NATIVE_PX)},
+                         stages=", ".join(str(f) for f in factors))
+    return out["samples"]
+
+
+def _autoguided(w: float) -> Callable:
+    def run(lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+        from megapixel.samplers.autoguidance import AutoguidanceGuider
+
+        latent = _empty(px)
+        guider = AutoguidanceGuider(lab.model, lab.weak, cfg=1.0, w=w)
+        guider.set_conds(lab.conditioning, lab.conditioning)
+        sigmas = comfy.samplers.calculate_sigmas(lab.model.get_model_object("model_sampling"), SCHEDULER, steps)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        sampler = comfy.samplers.sampler_object(SAMPLER)
+        out = guider.sample(noise, latent, sampler, sigmas, seed=seed, disable_pbar=True)
+        return out
+    return run
+
+
+# name -> (what it is, sampler(lab, seed, px, steps) -> latent)
+ROWS: dict[str, tuple[str, Callable]] = {
+    "vanilla": ("the model alone, core KSampler", lambda lab, s, px, n: _ksampler(lab.model, lab, s, px, n)),
+    "hidiffusion": ("HiDiffusion one-click (RAU-Net + MSW-MSA, native_size 128)",
+                    lambda lab, s, px, n: _ksampler(_hidiffusion(lab), lab, s, px, n)),
+    "rau_net": ("RAU-Net only (one-click, MSW-MSA off)",
+                lambda lab, s, px, n: _ksampler(_hidiffusion(lab, msw_msa=False), lab, s, px, n)),
+    "msw_msa": ("MSW-MSA only (one-click, RAU-Net off)",
+                lambda lab, s, px, n: _ksampler(_hidiffusion(lab, rau_net=False), lab, s, px, n)),
+    "relay": ("relay KSampler, native -> 2x (-> 4x), default split",
+              lambda lab, s, px, n: _relay(lab.model, lab, s, px, n)),
+    "relay_hidiffusion": ("relay KSampler over the HiDiffusion-patched model",
+                          lambda lab, s, px, n: _relay(_hidiffusion(lab), lab, s, px, n)),
+    "deep_shrink": ("core Deep Shrink (PatchModelAddDownscale, its defaults)",
+                    lambda lab, s, px, n: _ksampler(deep_shrink(lab.model), lab, s, px, n)),
+}
+AUTOGUIDANCE_WEIGHTS = (1.5, 2.0, 3.0)
+for _w in AUTOGUIDANCE_WEIGHTS:
+    ROWS[f"autoguidance_w{_w:g}"] = (f"autoguidance with the weak model, w = {_w:g} (native size only)",
+                                     _autoguided(_w))
+NATIVE_ONLY = {name for name in ROWS if name.startswith("autoguidance")}
+
+
+def sample_images(lab: Lab, row: str, seeds, px: int, steps: int = STEPS) -> torch.Tensor:
+    """Decoded images [B, H, W, 3] of ``row`` for ``seeds`` at ``px`` x ``px``."""
+    sampler = ROWS[row][1]
+    images = []
+    for seed in seeds:
+        latent = sampler(lab, int(seed), px, steps)
+        images.append(lab.vae.decode(latent).reshape(-1, px, px, 3).float().cpu())
+    return torch.cat(images)
+
+
+def measure_row(lab: Lab, row: str, seeds, px: int, steps: int = STEPS) -> list[measure.ImageStats]:
+    return measure.measure_batch(sample_images(lab, row, seeds, px, steps))
