@@ -73,13 +73,26 @@ def test_license_and_classifiers_are_understood(config):
         assert (PACK_DIR / include).exists(), f"[tool.comfy] includes {include!r}, which does not exist"
 
 
-def test_no_weights_or_large_files_are_tracked():
-    """The registry packs git-tracked files: no checkpoints, pickles or large blobs among them."""
+def comfyignore_prefixes() -> list[str]:
+    """The folders .comfyignore keeps out of the registry archive (only plain 'folder/' lines are used)."""
+    lines = [l.strip() for l in (PACK_DIR / ".comfyignore").read_text().splitlines()]
+    prefixes = [l for l in lines if l and not l.startswith("#")]
+    assert all(p.endswith("/") and not any(c in p for c in "*?[!") for p in prefixes), prefixes
+    return prefixes
+
+
+def test_no_weights_or_large_files_are_packed():
+    """The registry packs git-tracked files less .comfyignore: no checkpoints, pickles or large blobs among them.
+    (The quality lab's weights are tracked for developers, under tools/lab/, which .comfyignore leaves out.)"""
     if shutil.which("git") is None or not (PACK_DIR / ".git").exists():
         pytest.skip("not a git checkout")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=PACK_DIR, capture_output=True, check=True).stdout
+    ignored = comfyignore_prefixes()
+    assert "tools/lab/" in ignored
     bad = []
     for name in filter(None, files.decode().split("\0")):
+        if any(name.startswith(prefix) for prefix in ignored):
+            continue
         path = PACK_DIR / name
         if re.search(r"\.(safetensors|ckpt|pt|pth|bin|pkl|pickle|npy|npz|onnx|gguf)$", name):
             bad.append(f"{name}: model or pickle file")

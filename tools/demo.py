@@ -1,11 +1,14 @@
-"""The main job: provision ComfyUI, start it with this pack, run a shipped workflow headless, save the images.
+"""The main job: provision ComfyUI, start it with this pack, run graphs headless, save the images.
 
-    python3 tools/demo.py                      # random-weight SD1.5 checkpoint: the images will be noise
+    python3 tools/demo.py                      # the quality lab model: vanilla vs HiDiffusion vs relay vs Deep Shrink
+    python3 tools/demo.py --workflow NAME      # a shipped workflow on a random-weight SD1.5 checkpoint (noise)
     python3 tools/demo.py --ckpt my_sd15.safetensors [--weak-ckpt smaller.safetensors]
     python3 tools/demo.py --serve              # ...then leave ComfyUI running for the browser
 
-With no checkpoint given it builds (once) a full-size SD1.5-architecture checkpoint with random weights, so
-the whole pipeline runs on a machine without model downloads; the pictures are noise, not art.
+With no checkpoint and no workflow given it runs the quality lab's model (``tools/lab/``, trained here on one-object
+scenes at 128 px) at 4x its native side through four branches side by side and writes ``lab-grid.png``: one column
+per technique, the objects counted under each.  A shipped workflow without ``--ckpt`` runs on a full-size
+SD1.5-architecture checkpoint with random weights (built once): the whole pipeline runs, the pictures are noise.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from pathlib import Path
 
 from host import HOST_DIR, PACK_DIR, provision
 from comfy_server import ComfyServer, load_workflow, workflow_to_api
+from lab import graphs
+from lab.files import NATIVE_PX, server_layout
 
 WORKFLOWS = PACK_DIR / "workflows"
 DEFAULT_WORKFLOW = "megapixel-all-three-sd15.json"
@@ -57,6 +62,50 @@ def _assign_checkpoints(workflow: dict, main: str, weak: str) -> None:
         node["widgets_values"][0] = main if i == 0 else weak
 
 
+def _save(server: ComfyServer, entry: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in server.images(entry):
+        target = out / name
+        target.write_bytes(data)
+        written.append(target)
+    return written
+
+
+def lab_demo(host, args) -> None:
+    """The lab model at 4x its native side, four branches, one grid with the measured object counts."""
+    px = 4 * NATIVE_PX
+    steps = args.steps or 20
+    out = args.out
+    for old in out.glob("lab-*.png"):
+        old.unlink()
+    server = ComfyServer(host, base_dir=HOST_DIR / "demo-lab", cpu=not args.gpu, **server_layout())
+    server.start()
+    try:
+        print(f"Quality lab: {args.images} images at {px} px (4x the lab model's {NATIVE_PX} px), {steps} steps, "
+              f"seed {args.seed}: {', '.join(graphs.TITLES[b] for b in graphs.BRANCHES)} ...", flush=True)
+        started = time.monotonic()
+        entry = server.run(graphs.comparison_graph(px, seed=args.seed, steps=steps, batch=args.images))
+        written = _save(server, entry, out)
+        print(f"Done in {time.monotonic() - started:.0f}s: {len(written)} image(s) in {out}")
+        grid = out / "lab-grid.png"
+        subprocess.run([str(host.python), str(PACK_DIR / "tools" / "lab" / "grid.py"), str(grid),
+                        *map(str, written)], check=True)
+        print(f"Grid: {grid}")
+        _serve(server, args)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def _serve(server: ComfyServer, args) -> None:
+    if args.serve:
+        print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.")
+        while True:
+            time.sleep(3600)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", type=Path, help="an SD1.5 checkpoint to use instead of the random-weight one")
@@ -70,9 +119,14 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="run the workflow at its shipped size and steps (the "
                                                             "default on CPU is a quick run: 256 px start, 8 steps)")
     parser.add_argument("--serve", action="store_true", help="leave ComfyUI running for the browser afterwards")
+    parser.add_argument("--seed", type=int, default=0, help="lab demo: the seed of the first image (default 0)")
+    parser.add_argument("--images", type=int, default=4, help="lab demo: images per technique (default 4)")
     args = parser.parse_args()
 
     host = provision()
+    if args.ckpt is None and args.workflow is None:
+        lab_demo(host, args)
+        return
     if args.ckpt is None:
         main_ckpt, weak_ckpt = _random_checkpoints(host)
         print("No --ckpt given: using a random-weight SD1.5 checkpoint. The images will be noise, not pictures.")
@@ -107,19 +161,11 @@ def main() -> None:
         print(f"Running {workflow_path.name} on {main_ckpt.name} ...", flush=True)
         started = time.monotonic()
         entry = server.run(prompt)
-        args.out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, data in server.images(entry):
-            target = args.out / name
-            target.write_bytes(data)
-            written.append(target)
+        written = _save(server, entry, args.out)
         print(f"Done in {time.monotonic() - started:.0f}s: {len(written)} image(s) in {args.out}")
         for path in written:
             print(f"  {path}")
-        if args.serve:
-            print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.")
-            while True:
-                time.sleep(3600)
+        _serve(server, args)
     except KeyboardInterrupt:
         pass
     finally:
