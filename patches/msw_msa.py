@@ -6,8 +6,8 @@ puts them back.  Self-attention then costs a quarter.  Unlike the official code:
 
 - the shift is deterministic: one of the four official offsets chosen from the step index (same seed and
   settings, same image), or none;
-- any latent size works: the token grid is padded to even sides (edge tokens repeated) and cropped back, instead
-  of bicubically resizing activations.
+- any latent size works: the token grid is padded to even sides (its last row / column repeated) before the
+  shift and cropped back after it, instead of bicubically resizing activations.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ SHIFT_MODES = ("cycle", "pseudo-random", "none")
 
 @dataclass(frozen=True)
 class WindowGeometry:
-    """An ``h`` x ``w`` token grid cut into 2x2 windows of ``wh`` x ``ww`` after padding, rolled by ``shift``."""
+    """An ``h`` x ``w`` token grid padded to ``2wh`` x ``2ww``, rolled by ``shift`` and cut into 2x2 windows of
+    ``wh`` x ``ww``."""
 
     h: int
     w: int
@@ -73,15 +74,18 @@ def token_grid(tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
 
 
 def partition(x: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
-    """(B, h*w, C) tokens -> (4B, wh*ww, C) windows (window-major within each batch item)."""
+    """(B, h*w, C) tokens -> (4B, wh*ww, C) windows (window-major within each batch item).
+
+    An odd side is first padded to even by repeating the grid's last row / column (the official code resizes to
+    even sides there), then the padded grid is rolled by the shift, as the official code rolls its even grid."""
     b, _, c = x.shape
     x = x.reshape(b, g.h, g.w, c)
-    if g.shift != (0, 0):
-        x = torch.roll(x, shifts=(-g.shift[0], -g.shift[1]), dims=(1, 2))
     if 2 * g.wh != g.h:
         x = torch.cat([x, x[:, -1:]], dim=1)
     if 2 * g.ww != g.w:
         x = torch.cat([x, x[:, :, -1:]], dim=2)
+    if g.shift != (0, 0):
+        x = torch.roll(x, shifts=(-g.shift[0], -g.shift[1]), dims=(1, 2))
     x = x.reshape(b, 2, g.wh, 2, g.ww, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b * 4, g.wh * g.ww, c)
 
@@ -90,9 +94,9 @@ def reverse(x: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
     """Inverse of :func:`partition`: (4B, wh*ww, C) -> (B, h*w, C)."""
     b, c = x.shape[0] // 4, x.shape[-1]
     x = x.reshape(b, 2, 2, g.wh, g.ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * g.wh, 2 * g.ww, c)
-    x = x[:, :g.h, :g.w]
     if g.shift != (0, 0):
         x = torch.roll(x, shifts=g.shift, dims=(1, 2))
+    x = x[:, :g.h, :g.w]
     return x.reshape(b, g.h * g.w, c)
 
 

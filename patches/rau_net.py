@@ -175,6 +175,15 @@ class RauNet:
     def __deepcopy__(self, memo):
         return self
 
+    @property
+    def label(self) -> str:
+        """How errors name this patch: the node's name (prefixed with HiDiffusion when it does not say so)."""
+        return self.name if self.name.startswith("HiDiffusion") else f"HiDiffusion {self.name}"
+
+    def windows(self) -> list[SigmaWindow]:
+        """The sigma windows where this RAU-Net may act (always, when the schedule does not say)."""
+        return schedule_windows(self.schedule)
+
     # --- per-call decision ------------------------------------------------------------------------------------
     def active(self, transformer_options: dict, latent_hw: tuple[int, int] | None = None) -> tuple[Active, SizePlan | None]:
         if latent_hw is None:
@@ -201,7 +210,7 @@ class RauNet:
         expected = plan.block_out[block] if block < len(plan.block_out) else None
         if expected is not None and tuple(h.shape[-2:]) != expected:
             raise PatchConflictError(
-                f"HiDiffusion {self.name}: the U-Net features after input block {block} are "
+                f"{self.label}: the U-Net features after input block {block} are "
                 f"{h.shape[-2]}x{h.shape[-1]}, but RAU-Net expected {expected[0]}x{expected[1]}. Another patch "
                 f"resizes U-Net blocks in the same steps (for example PatchModelAddDownscale / Kohya Deep Shrink, "
                 f"or a second RAU-Net). Remove one of them, or give them start/end ranges that do not overlap.")
@@ -248,7 +257,18 @@ class RauNet:
 
     # --- installation -----------------------------------------------------------------------------------------
     def apply(self, model):
-        """A clone of ``model`` with RAU-Net; ``model`` itself is left unchanged."""
+        """A clone of ``model`` with RAU-Net; ``model`` itself is left unchanged.  Refuses (PatchConflictError) a
+        model that already carries a RAU-Net acting in an overlapping part of the schedule."""
+        ours = self.windows()
+        for other in rau_nets_on(model):
+            if any(a.overlaps(b) for a in ours for b in other.windows()):
+                source = (f'another "{self.name}" node' if other.name == self.name
+                          else f'the "{other.name}" node')
+                raise PatchConflictError(
+                    f"{self.name}: the model it gets already has RAU-Net from {source}, acting in an overlapping "
+                    f"part of the schedule; two RAU-Nets resize the same U-Net blocks and together give broken "
+                    f"images. Fix: keep one of them (the one-click node includes RAU-Net: switch its rau_net off "
+                    f"to tune RAU-Net with the advanced node), or give them start/end ranges that do not overlap.")
         m = model.clone()
         m.set_model_input_block_patch(self.input_block_patch)
         m.set_model_output_block_patch(self.output_block_patch)
@@ -280,6 +300,29 @@ def resize_control(control: dict, plan: SizePlan) -> dict:
             resized.append(t)
         out[key] = resized
     return out
+
+
+def schedule_windows(schedule) -> list[SigmaWindow]:
+    """Sigma windows of a RAU-Net schedule: a PhaseSchedule's own, the union of a per-row schedule's rows (the
+    one-click node), or always for a schedule that does not say."""
+    windows = getattr(schedule, "windows", None)
+    if windows is not None:
+        return [w for w in windows if not w.empty]
+    rows = getattr(schedule, "rows", None)
+    if isinstance(rows, dict):
+        return [w for row in rows.values() for w in schedule_windows(row)]
+    return [SigmaWindow(math.inf, -math.inf)]
+
+
+def rau_nets_on(model) -> list["RauNet"]:
+    """The RAU-Nets already patched into ``model`` (found by their input-block patch)."""
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    found = []
+    for patch in patches.get("input_block_patch", []):
+        owner = getattr(patch, "__self__", None)
+        if isinstance(owner, RauNet) and all(owner is not f for f in found):
+            found.append(owner)
+    return found
 
 
 def deep_shrink_windows(model) -> list[SigmaWindow]:

@@ -37,28 +37,47 @@ class SigmaWindow:
         return not self.empty and not other.empty and max(self.low, other.low) < min(self.high, other.high)
 
 
+# One entry each, shared by every patch: all blocks of one model call (and all cond/uncond batches of one step) see
+# the same ``sigmas`` / ``sample_sigmas`` tensor objects, so the device-to-host copy (a GPU sync) happens once per
+# step, not once per block.  The entries hold the tensors, so an id cannot be reused while it is a key; ``_version``
+# catches in-place changes.
+_sigma_cache: tuple = (None, -1, None)
+_step_cache: tuple = (None, -1, None, None)
+
+
 def current_sigma(transformer_options: dict) -> float | None:
-    """The sigma of this model call (the batch shares one), or None when the caller did not say."""
+    """The sigma of this model call (the batch shares one), or None when the caller did not say.  A Python float,
+    read from the device once per ``sigmas`` tensor."""
+    global _sigma_cache
     sigmas = transformer_options.get("sigmas")
     if sigmas is None:
         return None
-    if torch.is_tensor(sigmas):
-        return float(sigmas.reshape(-1)[0])
-    return float(sigmas[0]) if isinstance(sigmas, (list, tuple)) else float(sigmas)
+    if not torch.is_tensor(sigmas):
+        return float(sigmas[0]) if isinstance(sigmas, (list, tuple)) else float(sigmas)
+    cached, version, value = _sigma_cache
+    if cached is sigmas and version == sigmas._version:
+        return value
+    value = float(sigmas.reshape(-1)[0])
+    _sigma_cache = (sigmas, sigmas._version, value)
+    return value
 
 
 def step_index(transformer_options: dict, sigma: float) -> int:
     """A deterministic step number for this call: the position of ``sigma`` in the sampler's schedule
     (``sample_sigmas``; intermediate sigmas of multi-stage samplers count as the step they lead to), or, without a
     schedule, a number derived from the sigma itself."""
+    global _step_cache
     schedule = transformer_options.get("sample_sigmas")
     if schedule is not None and torch.is_tensor(schedule) and schedule.numel() > 0:
+        cached, version, cached_sigma, index = _step_cache
+        if cached is schedule and version == schedule._version and cached_sigma == sigma:
+            return index
         values = schedule.detach().reshape(-1).float().cpu()
         close = torch.isclose(values, torch.tensor(sigma, dtype=values.dtype), rtol=1e-4, atol=1e-7)
         hits = torch.nonzero(close)
-        if hits.numel() > 0:
-            return int(hits[0])
-        return int((values > sigma).sum())
+        index = int(hits[0]) if hits.numel() > 0 else int((values > sigma).sum())
+        _step_cache = (schedule, schedule._version, sigma, index)
+        return index
     if sigma <= 0:
         return 0
     return int(math.floor(math.log(sigma) * 8.0))

@@ -7,7 +7,7 @@ import torch
 from megapixel.patches import families, msw_msa
 from megapixel.patches.msw_msa import MswMsa, SigmaGate, WindowGeometry, partition, reverse, token_grid
 from megapixel.patches.schedule import step_index
-from test_hidiffusion_support import batch_noise, denoise_once, sample, schedule, snapshot
+from test_hidiffusion_support import HostReads, batch_noise, denoise_once, sample, schedule, snapshot
 
 
 def official_msw(model, start=0.0, end=1.0, shift_mode="cycle"):
@@ -203,3 +203,91 @@ def test_block_selection_is_validated(sd15):
     assert msw_msa.parse_blocks("input 1, output 9;output 10") == [("input", 1), ("output", 9), ("output", 10)]
     assert msw_msa.official_blocks(families.detect_layout(sd15), sd15) == [
         ("input", 1), ("input", 2), ("output", 9), ("output", 10), ("output", 11)]
+
+
+# --- first principles: odd grids and the sigma gate, expectations built by hand -------------------------------------
+def windowed_by_hand(block, x, context, h, w, shift):
+    """MSW-MSA as HiDiffusion defines it, in plain torch: pad an odd side by repeating the last row / column, roll the
+    padded grid by -shift, cut it into 2x2 windows of ceil(h/2) x ceil(w/2), run the block on each window alone,
+    put the windows back, roll by +shift and crop the padding."""
+    b, _, c = x.shape
+    grid = x.reshape(b, h, w, c)
+    if h % 2:
+        grid = torch.cat([grid, grid[:, h - 1:h]], dim=1)
+    if w % 2:
+        grid = torch.cat([grid, grid[:, :, w - 1:w]], dim=2)
+    grid = torch.roll(grid, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    wh, ww = grid.shape[1] // 2, grid.shape[2] // 2
+    out = torch.empty_like(grid)
+    for i in range(2):
+        for j in range(2):
+            window = grid[:, i * wh:(i + 1) * wh, j * ww:(j + 1) * ww].reshape(b, wh * ww, c)
+            result = block(window, context=context, transformer_options={})
+            out[:, i * wh:(i + 1) * wh, j * ww:(j + 1) * ww] = result.reshape(b, wh, ww, c)
+    out = torch.roll(out, shifts=shift, dims=(1, 2))
+    return out[:, :h, :w].reshape(b, h * w, c)
+
+
+@pytest.mark.parametrize("h, w", [(9, 11), (7, 8), (8, 13)])
+@pytest.mark.parametrize("step", [0, 1, 2, 3])
+def test_odd_grids_match_windows_built_by_hand(sd15, h, w, step):
+    block = sd15.model.diffusion_model.input_blocks[1][1].transformer_blocks[0]
+    patch = MswMsa([("input", 1)], SigmaGate(sd15.get_model_object("model_sampling"), 0.0, 1.0))
+    schedule_ = torch.tensor([9.0, 7.0, 5.0, 3.0, 1.0, 0.0])
+    options = {"patches": {"attn1_patch": [patch.attn1_patch], "attn1_output_patch": [patch.attn1_output_patch]},
+               "block": ("input", 1), "block_index": 0, "original_shape": [2, 4, h, w],
+               "sigmas": schedule_[step:step + 1], "sample_sigmas": schedule_}
+    # The official offsets: step k of the cycle shifts by k quarters of a window (window // 4 * k, rounded down).
+    shift = ((-(-h // 2)) // 4 * step, (-(-w // 2)) // 4 * step)
+    x = torch.randn(2, h * w, block.attn1.to_q.in_features, generator=torch.Generator().manual_seed(step))
+    context = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(10 + step))
+    with torch.no_grad():
+        got = block(x, context=context, transformer_options=options)
+        expected = windowed_by_hand(block, x, context, h, w, shift)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def _float32_after(x: float) -> float:
+    return float(torch.nextafter(torch.tensor(x, dtype=torch.float32), torch.tensor(float("inf"))))
+
+
+def test_gate_is_open_for_sigma_end_below_sigma_up_to_sigma_start(sd15):
+    """Windowing acts for sigma_end < sigma <= sigma_start (the model's percent_to_sigma of end and start): a call
+    exactly at sigma_end runs whole-map attention, one exactly at sigma_start runs windows."""
+    ms = sd15.get_model_object("model_sampling")
+    start, end = 0.2, 0.6
+    sigma_start, sigma_end = float(ms.percent_to_sigma(start)), float(ms.percent_to_sigma(end))
+    seen = []
+
+    def probe(n, context, value, extra_options):  # added after MSW-MSA's patch: sees the windows when it acts
+        if extra_options["block"] == ("input", 1):
+            seen.append((float(extra_options["sigmas"][0]), n.shape[0]))
+        return n, context, value
+
+    patched = official_msw(sd15, start, end).clone()
+    patched.set_model_attn1_patch(probe)
+    expected = {sigma_end: False, _float32_after(sigma_end): True, sigma_start: True,
+                _float32_after(sigma_start): False, sigma_end * 0.5: False}
+    for sigma, active in expected.items():
+        seen.clear()
+        denoise_once(patched, (16, 16), sigma)
+        assert seen == [(sigma, 4 if active else 1)], (sigma, active)
+
+
+def test_msw_msa_reads_sigma_and_schedule_from_the_device_once_per_step(sd15):
+    """Every windowed block of a model call asks for the sigma and the step: the tensors are read to the host once
+    per step, not once per block (on a GPU each read is a sync)."""
+    patch = MswMsa([("input", 1), ("input", 2)], SigmaGate(sd15.get_model_object("model_sampling"), 0.0, 1.0))
+    options = {"block": ("input", 1), "original_shape": [1, 4, 8, 8],
+               "sigmas": torch.tensor([5.0]).as_subclass(HostReads),
+               "sample_sigmas": torch.tensor([9.0, 5.0, 0.0]).as_subclass(HostReads)}
+    n = torch.randn(1, 64, 8)
+    HostReads.count = 0
+    patch.attn1_output_patch(patch.attn1_patch(n, n, n, options)[0], options)
+    first = HostReads.count
+    for block in [("input", 1), ("input", 2)] * 8:
+        options["block"] = block
+        windows, _, _ = patch.attn1_patch(n, n, n, options)
+        assert windows.shape[0] == 4
+        patch.attn1_output_patch(windows, options)
+    assert first >= 1 and HostReads.count == first

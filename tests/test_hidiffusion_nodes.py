@@ -145,3 +145,43 @@ def test_one_click_is_deterministic_and_does_not_mutate(sd15):
     b = sample(patched, (20, 12), sigmas, seed=5, cfg=4.0)
     assert torch.equal(a, b) and torch.isfinite(a).all()
     assert snapshot(sd15) == before
+
+
+# --- RAU-Net twice ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("first, second", [("one-click", "advanced"), ("advanced", "one-click"),
+                                           ("advanced", "advanced"), ("one-click", "one-click")])
+def test_rau_net_twice_is_refused_when_the_second_node_runs(sd15, first, second):
+    apply = {"one-click": lambda m: run_node(HiDiffusion, model=m), "advanced": lambda m: rau_defaults(m)}
+    names = {"one-click": "HiDiffusion", "advanced": "HiDiffusion RAU-Net (advanced)"}
+    patched = apply[first](sd15)
+    with pytest.raises(rau_net.PatchConflictError) as err:
+        apply[second](patched)
+    message = str(err.value)
+    assert message.startswith(names[second] + ": the model it gets already has RAU-Net from ")
+    assert "HiDiffusion HiDiffusion" not in message and "Fix:" in message
+    if first == second:
+        assert f'another "{names[first]}" node' in message and message.count(names[first]) == 2
+    else:  # each node named once
+        assert f'the "{names[first]}" node' in message
+        assert message.count("HiDiffusion RAU-Net (advanced)") == 1
+        assert message.count("HiDiffusion") == 2
+
+
+def test_rau_net_twice_in_separate_ranges_is_allowed(sd15):
+    """Two advanced RAU-Nets acting in parts of the schedule that do not overlap never resize the same call."""
+    early = rau_defaults(sd15, t1_start=0.0, t1_end=0.3)
+    both = rau_defaults(early, t1_start=0.5, t1_end=0.8)
+    assert torch.isfinite(sample(both, (16, 16), schedule(sd15, 6))).all()
+    one_click_without_rau = run_node(HiDiffusion, model=early, rau_net=False)  # MSW-MSA only: nothing to refuse
+    assert torch.isfinite(denoise_once(one_click_without_rau, (72, 64), 5.0)).all()
+
+
+def test_runtime_conflict_names_the_one_click_node_once(sd15):
+    from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
+
+    patched = run_node(HiDiffusion, model=sd15, msw_msa=False)
+    shrunk = PatchModelAddDownscale.execute(patched, 3, 2.0, 0.0, 0.35, True, "bicubic", "bicubic").result[0]
+    with pytest.raises(rau_net.PatchConflictError) as err:
+        denoise_once(shrunk, (128, 128), float(sd15.get_model_object("model_sampling").sigma_max))
+    assert str(err.value).startswith("HiDiffusion: the U-Net features after input block")
+    assert "HiDiffusion HiDiffusion" not in str(err.value)

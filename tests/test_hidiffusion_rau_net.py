@@ -1,6 +1,8 @@
 """RAU-Net on the tiny real SD1/SD2/SDXL U-Nets: block maps, sigma gating, sizes, composition, errors."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,8 @@ from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 from megapixel.patches import families, presets, rau_net
 from megapixel.patches.presets import CONV, POOL, Phase
 from megapixel.patches.schedule import SigmaWindow
-from test_hidiffusion_support import batch_noise, denoise_once, tiny_flux, sample, schedule, snapshot, with_probe
+from test_hidiffusion_support import (HostReads, batch_noise, denoise_once, sample, schedule, snapshot, tiny_flux,
+                                      with_probe)
 
 
 def rau(model, phases, **kwargs):
@@ -276,3 +279,91 @@ def test_bad_phases_are_refused(sd15, sdxl):
         rau(sdxl, [Phase(CONV, 2, 0.0, 0.4)])
     with pytest.raises(ValueError, match="between 0 and 1"):
         rau(sd15, [Phase(POOL, 1, 0.0, 1.5)])
+
+
+# --- first principles: values, methods and boundaries, each computed by hand -------------------------------------
+SD1_POOL_BLOCK = 4  # SD1: the pool acts after input block 4 (the first block of level 1) ...
+SD1_RESIZE_BLOCK = 8  # ... and the decoder's features are resized back before output block 8 (README block map)
+
+
+def pool_level_1(**kwargs) -> rau_net.RauNet:
+    """A RAU-Net on the SD1 block map whose schedule always says: pool level 1."""
+    model = model_factory.tiny_unet("sd15", seed=1)
+    return rau_net.RauNet(families.detect_layout(model), lambda options, hw: rau_net.Active(pool_levels=frozenset({1})),
+                          **kwargs)
+
+
+def call_options(block, latent_hw=(18, 22)):
+    return {"original_shape": [2, 4, *latent_hw], "sigmas": torch.tensor([1.0]), "block": block}
+
+
+def test_pool_phase_averages_each_2x2_block_rounding_up():
+    """Average-pool, kernel 2, ceil mode, by hand: output (i, j) is the mean of h[2i:2i+2, 2j:2j+2], and where an
+    odd side leaves a 1-wide block at the edge, the mean of what is there."""
+    net = pool_level_1()
+    # An 18x22 latent: level 1 is 9x11 (odd both ways); values far from linear so max/min/mid-point differ from means.
+    h = ((torch.arange(2 * 3 * 9 * 11, dtype=torch.float32) * 7.3) % 11.0).reshape(2, 3, 9, 11) ** 2
+    out = net.input_block_patch(h.clone(), call_options(("input", SD1_POOL_BLOCK)))
+    expected = torch.empty(2, 3, 5, 6)
+    for i in range(5):
+        for j in range(6):
+            cell = h[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            expected[:, :, i, j] = cell.sum(dim=(-2, -1)) / (cell.shape[-2] * cell.shape[-1])
+    assert out.shape == (2, 3, 5, 6)
+    assert torch.allclose(out, expected, rtol=1e-6, atol=1e-5)
+    assert torch.equal(expected[0, 0, 4, 5], h[0, 0, 8, 10])  # the corner cell holds one value: itself
+    # Other input blocks pass through untouched.
+    g = torch.randn(2, 3, 9, 11)
+    assert net.input_block_patch(g, call_options(("input", SD1_POOL_BLOCK - 1))) is g
+
+
+@pytest.mark.parametrize("method", ["bicubic", "bilinear", "nearest-exact", "area"])
+def test_resize_back_uses_the_chosen_upsample_method(method):
+    """Where the decoder meets the pooled level's first skip, the features go back to the skip's size with exactly
+    the chosen method: torch's interpolate in that mode."""
+    net = pool_level_1(upsample_method=method)
+    h = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(1))
+    skip = torch.randn(2, 3, 9, 11)
+    out, skip_out = net.output_block_patch(h, skip, call_options(("output", SD1_RESIZE_BLOCK)))
+    assert skip_out is skip
+    assert torch.allclose(out, F.interpolate(h, size=(9, 11), mode=method), atol=1e-6)
+    for other in (SD1_RESIZE_BLOCK - 1, SD1_RESIZE_BLOCK + 1):  # the neighbouring output blocks are not ours
+        untouched, _ = net.output_block_patch(h, skip, call_options(("output", other)))
+        assert untouched is h
+
+
+def _float32_after(x: float) -> float:
+    return float(torch.nextafter(torch.tensor(x, dtype=torch.float32), torch.tensor(math.inf)))
+
+
+def test_phase_is_active_for_sigma_end_below_sigma_up_to_sigma_start(sd15):
+    """A phase acts for sigma_end < sigma <= sigma_start (sigma_x = the model's percent_to_sigma(x)): a call exactly
+    at sigma_end is NOT patched, one exactly at sigma_start is, and so is the next float32 above sigma_end."""
+    ms = sd15.get_model_object("model_sampling")
+    start, end = 0.2, 0.6
+    sigma_start, sigma_end = float(ms.percent_to_sigma(start)), float(ms.percent_to_sigma(end))
+    expected = {sigma_end: False, _float32_after(sigma_end): True, sigma_start: True,
+                _float32_after(sigma_start): False, sigma_end * 0.5: False, sigma_start * 2.0: False}
+    patched, probe = with_probe(rau(sd15, [Phase(CONV, 0, start, end)]))
+    for sigma, active in expected.items():
+        probe.calls.clear()
+        denoise_once(patched, (16, 16), sigma)
+        (seen_sigma, hw), = probe.at_block(3)  # after the level-0 downsampler: 4x4 with stride 4, 8x8 without
+        assert seen_sigma == sigma  # the model was called at exactly this sigma
+        assert hw == ((4, 4) if active else (8, 8)), (sigma, active)
+
+
+def test_rau_net_reads_the_sigma_from_the_device_once_per_step(sd15):
+    """All blocks of a model call (and all calls of a step) share one sigmas tensor: it is read to the host once,
+    not per block (on a GPU every read is a sync)."""
+    ms = sd15.get_model_object("model_sampling")
+    schedule_ = rau_net.PhaseSchedule((Phase(CONV, 0, 0.0, 0.5),), ms)
+    sigmas = torch.tensor([5.0, 5.0]).as_subclass(HostReads)
+    options = {"sigmas": sigmas, "original_shape": [2, 4, 16, 16]}
+    HostReads.count = 0
+    assert schedule_(options, (16, 16))  # active at sigma 5
+    first = HostReads.count
+    for _ in range(24):
+        schedule_(options, (16, 16))
+    assert first >= 1 and HostReads.count == first
+

@@ -105,3 +105,16 @@ def snapshot(model) -> dict:
                     for n, m in unet.named_modules()],
         "weights": digest.hexdigest(),
     }
+
+
+class HostReads(torch.Tensor):
+    """A tensor that counts reads of its values to the host (float(), .item(), .cpu(), ...)."""
+
+    count = 0
+    READS = ("item", "cpu", "tolist", "numpy", "__float__", "__int__", "__index__", "__bool__")
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in cls.READS:
+            HostReads.count += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
