@@ -15,7 +15,10 @@ class AutoguidanceGuiderNode(io.ComfyNode):
                 "Autoguidance (arXiv 2406.02507): steers the model away from a weaker version of itself, optionally "
                 "together with CFG. D = C + (cfg - 1)(C - U) + (w - 1)(C - B), where C and U are the model on the "
                 "positive/negative prompt and B the weak model on the positive prompt. cfg 1 is pure autoguidance, "
-                "w 1 is plain CFG. The weak model should be an earlier or smaller checkpoint of the same family. "
+                "w 1 is plain CFG. start_percent/end_percent limit the autoguidance term to a range of noise "
+                "levels (percentages of the model's timesteps, as in core nodes, not of the step count). The weak "
+                "model is not loaded when w is 1 or the schedule never reaches that range. "
+                "The weak model should be an earlier or smaller checkpoint of the same family. "
                 "Connect the GUIDER output to SamplerCustomAdvanced or the Megapixel relay sampler."),
             inputs=[
                 io.Model.Input("model", tooltip="The main model (C and U)."),
@@ -31,10 +34,14 @@ class AutoguidanceGuiderNode(io.ComfyNode):
                                step=0.05, round=0.01, tooltip=(
                     "Autoguidance weight. 1 turns autoguidance off (no weak-model pass); EDM2 uses 1.7 to 2.1.")),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001, tooltip=(
-                    "Where the guidance interval starts, as a fraction of the schedule (0 = first step).")),
+                    "Where the guidance interval starts, as a percentage of the model's timesteps (0 = the "
+                    "highest noise level), turned into a noise level (sigma) by the model's percent_to_sigma like "
+                    "the start_percent of core nodes (Apply ControlNet, Conditioning Set Timestep Range). It is "
+                    "not a fraction of the steps: how many steps fall inside depends on the scheduler.")),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001, tooltip=(
-                    "Where the guidance interval ends (1 = last step). Outside the interval the weak model is "
-                    "skipped and only CFG applies.")),
+                    "Where the guidance interval ends, as a percentage of the model's timesteps (1 = no noise), "
+                    "like core end_percent inputs. Autoguidance acts for sigma in (sigma(end_percent), "
+                    "sigma(start_percent)]; outside, the weak model is skipped and only CFG applies.")),
             ],
             outputs=[io.Guider.Output()],
         )

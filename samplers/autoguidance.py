@@ -10,7 +10,9 @@ outside the interval D = C + (cfg - 1)·(C - U) (= C when cfg = 1).
 
 The guider is :class:`comfy.samplers.CFGGuider` with the weak model attached as an *additional model* of a clone of
 the main one, so ``comfy.sampler_helpers.prepare_sampling`` loads both in one ``load_models_gpu`` pass (neither evicts
-the other; low-VRAM partial loading still applies) and ``cleanup_models`` cleans both up.  The main model's pass is
+the other; low-VRAM partial loading still applies) and ``cleanup_models`` cleans both up.  It is attached only for
+a sampling that can use it: with w = 1, or a schedule that never reaches the guidance interval (e.g. a relay stage
+past it), the weak model is neither loaded nor run and the guider is the core CFGGuider.  The main model's pass is
 the core's own ``sampling_function`` (cond and uncond batched, the cfg = 1 shortcut, pre-/post-CFG hooks and custom
 CFG functions untouched); the autoguidance term is added as the first post-CFG function of the step, so later
 post-CFG hooks see the guided result.
@@ -58,6 +60,15 @@ def sigma_interval(model_sampling, start_percent: float, end_percent: float) -> 
 def in_interval(sigma: torch.Tensor, sigma_lo: float, sigma_hi: float) -> torch.Tensor:
     """Per batch element: is sigma in (sigma_lo, sigma_hi]?"""
     return (sigma > sigma_lo) & (sigma <= sigma_hi)
+
+
+def schedule_reaches(sigmas: torch.Tensor, sigma_lo: float, sigma_hi: float) -> bool:
+    """Can a sampling over ``sigmas`` call the model inside (sigma_lo, sigma_hi]?  Samplers call it at the schedule's
+    sigmas and between neighbouring ones, so: does the interval meet [min(sigmas), max(sigmas)]?"""
+    if sigmas is None or sigmas.numel() == 0:
+        return False
+    values = sigmas.detach().reshape(-1).float().cpu()
+    return sigma_lo < float(values.max()) and sigma_hi >= float(values.min())
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
@@ -125,15 +136,6 @@ def validate_settings(cfg: float, w: float, start_percent: float, end_percent: f
 
 
 # --- the guider ---------------------------------------------------------------------------------------------------
-def _with_weak(model: ModelPatcher, weak_model: ModelPatcher) -> ModelPatcher:
-    """A clone of the main model that carries a clone of the weak one as an additional model: prepare_sampling then
-    loads both in one load_models_gpu pass, and per-run state (current_patcher, hooks) lands on clones, never on the
-    models we were given."""
-    carrier = model.clone()
-    carrier.set_additional_models(WEAK_MODEL_KEY, [weak_model.clone()])
-    return carrier
-
-
 class AutoguidanceGuider(comfy.samplers.CFGGuider):
     """CFGGuider plus a weak model: D = C + (cfg - 1)(C - U) + (w - 1)(C - B) inside the guidance interval."""
 
@@ -141,15 +143,20 @@ class AutoguidanceGuider(comfy.samplers.CFGGuider):
                  start_percent: float = 0.0, end_percent: float = 1.0):
         validate_models(model, weak_model)
         validate_settings(cfg, w, start_percent, end_percent)
-        super().__init__(_with_weak(model, weak_model))
+        # A clone of the main model carries a clone of the weak one as an additional model while a sampling needs it:
+        # prepare_sampling then loads both in one load_models_gpu pass, and per-run state (current_patcher, hooks)
+        # lands on clones, never on the models we were given.
+        super().__init__(model.clone())
         self.main_model = model
         self.weak_model = weak_model
+        self._weak_clone = weak_model.clone()
         self.cfg = cfg
         self.w = w
         self.start_percent = start_percent
         self.end_percent = end_percent
         self.sigma_lo, self.sigma_hi = -math.inf, math.inf  # set from the model's schedule when sampling starts
         self.weak_inner = None
+        self._attach_weak(not math.isclose(w, 1.0))
 
     # --- configuration ---
     def set_cfg(self, cfg: float, w: float | None = None) -> None:
@@ -160,7 +167,27 @@ class AutoguidanceGuider(comfy.samplers.CFGGuider):
     @property
     def weak_patcher(self) -> ModelPatcher:
         """The weak model's clone that rides along with the main model through loading and sampling."""
-        return self.model_patcher.get_additional_models_with_key(WEAK_MODEL_KEY)[0]
+        return self._weak_clone
+
+    @property
+    def weak_in_use(self) -> bool:
+        """Whether the current (or next) sampling loads and runs the weak model."""
+        return bool(self.model_patcher.get_additional_models_with_key(WEAK_MODEL_KEY))
+
+    def _attach_weak(self, use: bool) -> None:
+        if use:
+            self.model_patcher.set_additional_models(WEAK_MODEL_KEY, [self._weak_clone])
+        else:
+            self.model_patcher.remove_additional_models(WEAK_MODEL_KEY)
+
+    def needs_weak(self, sigmas: torch.Tensor) -> bool:
+        """Does sampling over ``sigmas`` use the weak model at all?  Not with w = 1, nor when the schedule never
+        reaches the guidance interval."""
+        if math.isclose(self.w, 1.0):
+            return False
+        sigma_lo, sigma_hi = sigma_interval(self.model_patcher.get_model_object("model_sampling"),
+                                            self.start_percent, self.end_percent)
+        return schedule_reaches(sigmas, sigma_lo, sigma_hi)
 
     def megapixel_map_models(self, fn: Callable[[ModelPatcher], ModelPatcher]) -> "AutoguidanceGuider":
         """A copy of this guider with ``fn`` applied to the main and the weak model (the relay sampler uses it to give
@@ -176,11 +203,15 @@ class AutoguidanceGuider(comfy.samplers.CFGGuider):
         validate_models(self.main_model, self.weak_model)  # before anything loads
         if "positive" not in self.original_conds:
             raise ValueError(f"{NODE_NAME}: no positive conditioning was set on the guider.")
+        self._attach_weak(self.needs_weak(sigmas))  # an unused weak model is not loaded
         return super().sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                               **kwargs)
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                      seed=None, latent_shapes=None, **kwargs):
+        if not self.weak_in_use:  # plain CFG: the core's path, nothing of the weak model
+            return super().outer_sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar,
+                                        seed, latent_shapes=latent_shapes, **kwargs)
         # The weak model's own conditioning and options, prepared like CFGGuider.sample does for the main model.
         weak = self.weak_patcher
         self.weak_conds = {"positive": [c.copy() for c in self.original_conds["positive"]]}
@@ -203,6 +234,9 @@ class AutoguidanceGuider(comfy.samplers.CFGGuider):
 
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
                      latent_shapes=None, **kwargs):
+        if not self.weak_in_use:
+            return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                        disable_pbar, seed, latent_shapes=latent_shapes, **kwargs)
         # Runs after prepare_sampling loaded both models (the main one and, as its additional model, the weak one).
         weak = self.weak_patcher
         weak.pre_run()
@@ -226,7 +260,8 @@ class AutoguidanceGuider(comfy.samplers.CFGGuider):
             self.weak_inner = None
 
     def predict_noise(self, x, timestep, model_options={}, seed=None, **kwargs):
-        if math.isclose(self.w, 1.0) or not bool(in_interval(timestep, self.sigma_lo, self.sigma_hi).any()):
+        if self.weak_inner is None or math.isclose(self.w, 1.0) or \
+                not bool(in_interval(timestep, self.sigma_lo, self.sigma_hi).any()):
             return super().predict_noise(x, timestep, model_options, seed, **kwargs)  # plain CFG, the core path
         options = model_options.copy()
         options["sampler_post_cfg_function"] = [self._add_weak_term] + list(

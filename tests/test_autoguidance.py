@@ -342,3 +342,70 @@ def test_works_inside_core_sampler_custom_advanced(sd15, weak15, conds):
                                           comfy.samplers.sampler_object("euler"), sigmas, latent).result[0]
     assert out["samples"].shape == latent["samples"].shape and torch.isfinite(out["samples"]).all()
     assert not torch.allclose(out["samples"], plain["samples"], atol=1e-3)
+
+
+# --- an unused weak model is not loaded -----------------------------------------------------------------------------
+def loads_during(fn) -> list[set]:
+    """The models (ids of their inner BaseModels) each load_models_gpu pass is asked for while ``fn`` runs."""
+    calls = []
+    original = comfy.model_management.load_models_gpu
+
+    def spy(models, *a, **kw):
+        calls.append({id(m.model) for m in models})
+        return original(models, *a, **kw)
+
+    comfy.model_management.load_models_gpu = spy
+    try:
+        fn()
+    finally:
+        comfy.model_management.load_models_gpu = original
+    return calls
+
+
+def test_weak_model_not_loaded_with_w1(sd15, weak15, conds):
+    positive, negative = conds
+    weak_calls = []
+    guider = ag_guider(sd15, counting(weak15, weak_calls), positive, negative, cfg=5.0, w=1.0)
+    out = {}
+    assert loads_during(lambda: out.setdefault("x", run(guider, sd15, steps=3))) == [{id(sd15.model)}]
+    assert weak_calls == [] and not guider.weak_in_use
+    assert torch.equal(out["x"], run(cfg_guider(sd15, positive, negative, 5.0), sd15, steps=3))
+
+
+def test_weak_model_not_loaded_for_a_schedule_outside_the_interval(sd15, weak15, conds):
+    """A schedule (e.g. a relay stage) that never reaches the guidance interval samples as plain CFG, without
+    loading the weak model; one that reaches it loads both."""
+    positive, negative = conds
+    ms = sd15.get_model_object("model_sampling")
+    start, end = 0.7, 1.0
+    full = sigmas_for(sd15, 10)
+    early = full[:4]  # all above sigma(start): outside (sigma(end), sigma(start)]
+    assert float(early.min()) > ms.percent_to_sigma(start)
+    weak_calls = []
+    guider = ag_guider(sd15, counting(weak15, weak_calls), positive, negative, cfg=5.0, start=start, end=end)
+    noise, latent = noise_and_latent(3)
+    euler = comfy.samplers.sampler_object("euler")
+    out = {}
+    loads = loads_during(lambda: out.setdefault("x", guider.sample(noise, latent, euler, early, seed=3,
+                                                                    disable_pbar=True)))
+    assert loads == [{id(sd15.model)}] and weak_calls == []
+    plain = cfg_guider(sd15, positive, negative, 5.0).sample(noise, latent, euler, early, seed=3, disable_pbar=True)
+    assert torch.equal(out["x"], plain)
+    # The later part of the same schedule reaches the interval: both load together, the weak model runs.
+    late = full[3:]
+    loads = loads_during(lambda: guider.sample(noise, out["x"], euler, late, seed=3, disable_pbar=True))
+    assert loads == [{id(sd15.model), id(weak15.model)}]
+    inside = [s for s in late[:-1].tolist() if ms.percent_to_sigma(end) < s <= ms.percent_to_sigma(start)]
+    assert weak_calls == [1] * len(inside) and len(inside) > 0
+
+
+def test_interval_inputs_are_described_as_core_percentages():
+    """start/end_percent are the model's timestep percentages (percent_to_sigma), like core's start_percent, not
+    fractions of the step count: the tooltips say so."""
+    inputs = {i.id: i for i in AutoguidanceGuiderNode.define_schema().inputs}
+    for name in ("start_percent", "end_percent"):
+        tip = inputs[name].tooltip
+        assert "percentage of the model's timesteps" in tip and "core" in tip, tip
+        assert "fraction of the schedule" not in tip and "step)" not in tip, tip
+    assert "percent_to_sigma" in inputs["start_percent"].tooltip
+    assert "not a fraction of the steps" in inputs["start_percent"].tooltip
