@@ -117,7 +117,7 @@ class RelaySamplerCustom(io.ComfyNode):
             inputs=[
                 io.Noise.Input("noise", tooltip=(
                     "The first stage's noise (e.g. RandomNoise). Later stages always get fresh noise from its seed "
-                    "and the stage number.")),
+                    "and the stage number (a NOISE without a seed: from the noise it makes for the first stage).")),
                 io.Guider.Input("guider", tooltip=(
                     "Any guider. Its models get the stage patches (re-scheduling, dilation) on clones; it is never "
                     "changed.")),

@@ -30,6 +30,7 @@ KSampler / SamplerCustomAdvanced result.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -109,6 +110,20 @@ def plan_relay(sigmas: torch.Tensor, latent_shape: tuple[int, ...], stages: str,
 def stage_seed(seed: int, stage: int) -> int:
     """The seed of a stage's fresh noise: ``seed`` itself for the first stage, far-apart values after it."""
     return seed if stage == 0 else (int(seed) + stage * _SEED_STRIDE) % (1 << 64)
+
+
+def noise_seed(noise, first_noise: torch.Tensor) -> int:
+    """The seed later stages derive their fresh noise from: the NOISE object's own ``seed`` when it has one (core
+    RandomNoise, DisableNoise), else a 64-bit digest of the noise it generated for the first stage, so a NOISE without
+    a seed still gives noise that follows it (another NOISE, other later stages) and is reproducible."""
+    seed = getattr(noise, "seed", None)
+    if seed is not None:
+        try:
+            return int(seed)
+        except (TypeError, ValueError):
+            pass
+    data = first_noise.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
 
 
 def fresh_noise(latent: torch.Tensor, seed: int, stage: int, batch_index=None) -> torch.Tensor:
@@ -379,15 +394,15 @@ def relay_sampler_custom(noise, guider, sampler, sigmas: torch.Tensor, latent: d
                          dilated_middle_block: bool = False, vae=None,
                          node: str = "Relay Sampler (custom)") -> tuple[dict, dict]:
     """The core SamplerCustomAdvanced, relayed: (output, denoised_output).  Stage 0 uses ``noise`` (a NOISE object);
-    later stages use fresh Gaussian noise from ``noise.seed`` and the stage index (also after DisableNoise: a relayed
-    latent must be re-noised)."""
+    later stages use fresh Gaussian noise from ``noise.seed`` (or, for a NOISE without one, from a digest of the noise
+    it generated: :func:`noise_seed`) and the stage index (also after DisableNoise: a relayed latent must be
+    re-noised)."""
     import latent_preview
 
     latent = latent.copy()
     latent_image = comfy.sample.fix_empty_latent_channels(guider.model_patcher, latent["samples"])
     latent["samples"] = latent_image
     noise_mask = latent.get("noise_mask")
-    seed = int(getattr(noise, "seed", 0) or 0)
     _check_stage_count(stages, sigmas.shape[-1] - 1, node)
     plan = None
     if sigmas.shape[-1] > 1:
@@ -402,8 +417,9 @@ def relay_sampler_custom(noise, guider, sampler, sigmas: torch.Tensor, latent: d
     first_noise = noise.generate_noise(latent)
     if plan is None:  # an empty schedule: the core returns the latent as it is
         samples = guider.sample(first_noise, latent_image, sampler, sigmas, denoise_mask=noise_mask,
-                                callback=callback, disable_pbar=disable_pbar, seed=noise.seed)
+                                callback=callback, disable_pbar=disable_pbar, seed=getattr(noise, "seed", None))
     else:
+        seed = noise_seed(noise, first_noise)
         samples = relay_sample(guider, sampler, plan, latent_image, first_noise, upscale=upscale,
                                denoise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed,
                                node=node, stage_noise=lambda k, x: fresh_noise(x, seed, k, latent.get("batch_index"))

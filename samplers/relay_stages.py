@@ -15,6 +15,7 @@ name.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -53,8 +54,12 @@ def _tokens(text: str) -> list[str]:
     return [t for t in _SEPARATORS.split(text) if t]
 
 
+@functools.lru_cache(maxsize=256)
 def parse_stages(text: str) -> StageSpec:
-    """Parse the ``stages`` input.  Factors must start at 1 and increase; sizes must be multiples of 8 px and grow."""
+    """Parse the ``stages`` input.  Factors must start at 1 and increase; sizes must be multiples of 8 px and grow.
+
+    Cached (the result is immutable): the node's validation and its run, and every check in the run, share one
+    parse of the same text."""
     tokens = _tokens(text or "")
     if not tokens:
         raise StageSpecError("stages", "is empty. Fix: list the stages, e.g. '1, 1.5, 2' (scale factors of the "
@@ -109,10 +114,17 @@ def _check_sizes(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
+def round_half_up(x: float) -> int:
+    """The nearest integer, halves rounded up (11 x 1.5 = 16.5 -> 17), not to even as Python's round() does.  The
+    small tolerance keeps a product that is a half in decimals (but a hair below it in binary) rounding up."""
+    return math.floor(x + 0.5 + 1e-9)
+
+
 def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int) -> list[tuple[int, int]]:
     """(height, width) of every stage in latent pixels, for an input latent of that size.
 
-    Factors scale both sides and round to whole latent pixels (8 px); sizes must start at the input latent's size."""
+    Factors scale both sides and round half up to whole latent pixels (8 px); sizes must start at the input latent's
+    size."""
     if spec.sizes:
         first_w, first_h = spec.sizes[0]
         if (first_h // LATENT_PX, first_w // LATENT_PX) != (latent_height, latent_width):
@@ -122,7 +134,8 @@ def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int) -> list[
                           "latent's size, or make the latent (e.g. Empty Latent Image) the first stage's size.")
         out = [(h // LATENT_PX, w // LATENT_PX) for w, h in spec.sizes]
     else:
-        out = [(max(1, round(latent_height * f)), max(1, round(latent_width * f))) for f in spec.factors]
+        out = [(max(1, round_half_up(latent_height * f)), max(1, round_half_up(latent_width * f)))
+               for f in spec.factors]
     for (h0, w0), (h1, w1) in zip(out, out[1:]):
         if (h1, w1) == (h0, w0):
             raise StageSpecError("stages", f"two stages round to the same size {w0 * LATENT_PX}x{h0 * LATENT_PX} px "
@@ -145,6 +158,12 @@ def default_split(total_steps: int, n_stages: int) -> list[int]:
 
 def parse_split(text: str, n_stages: int) -> list[float] | None:
     """Weights of the ``step_split`` text, one per stage; None when empty (use :func:`default_split`)."""
+    weights = _parse_split(text or "", n_stages)
+    return None if weights is None else list(weights)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_split(text: str, n_stages: int) -> tuple[float, ...] | None:
     tokens = [t for t in re.split(r"[\s,;/:]+", (text or "").strip().rstrip("%")) if t]
     if not tokens:
         return None
@@ -161,7 +180,7 @@ def parse_split(text: str, n_stages: int) -> list[float] | None:
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise StageSpecError("step_split", "shares must be non-negative numbers with a positive sum. Fix: e.g. "
                                            "'80/10/10'.")
-    return weights
+    return tuple(weights)
 
 
 def split_steps(total_steps: int, n_stages: int, weights: list[float] | None = None) -> list[int]:

@@ -197,6 +197,59 @@ def test_relay_is_deterministic(sd15):
     assert not torch.allclose(a, c)
 
 
+class SeedlessNoise:
+    """A NOISE as other packs may make it: generate_noise only, no ``seed`` attribute."""
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def generate_noise(self, input_latent):
+        samples = input_latent["samples"]
+        return torch.randn(samples.shape, generator=torch.Generator().manual_seed(self.key))
+
+
+class NoiseRecorder(comfy.samplers.CFGGuider):
+    """A CFG guider that keeps the noise every stage is started with."""
+
+    def sample(self, noise, *args, **kwargs):
+        self.noises.append(noise.clone())
+        return super().sample(noise, *args, **kwargs)
+
+
+def stage_noises(model, noise) -> list[torch.Tensor]:
+    guider = NoiseRecorder(model)
+    guider.noises = []
+    guider.set_conds(*conds(model))
+    guider.set_cfg(2.0)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 3)
+    relay.relay_sampler_custom(noise, guider, comfy.samplers.sampler_object("euler"), sigmas, latent(SIZE, SIZE),
+                               stages="1, 1.5, 2", step_split="1/1/1")
+    return guider.noises
+
+
+def test_a_noise_without_seed_gives_every_stage_its_own_reproducible_noise(sd15):
+    a = stage_noises(sd15, SeedlessNoise(1))
+    assert [tuple(n.shape[-2:]) for n in a] == [(8, 8), (12, 12), (16, 16)]
+    assert torch.equal(a[0], SeedlessNoise(1).generate_noise(latent(SIZE, SIZE)))  # stage 0: the NOISE's own
+    again = stage_noises(sd15, SeedlessNoise(1))
+    assert all(torch.equal(x, y) for x, y in zip(a, again))  # reproducible
+    other = stage_noises(sd15, SeedlessNoise(2))
+    for k in (1, 2):  # another NOISE gives other later stages (not one fixed noise for every NOISE without a seed)
+        assert not torch.allclose(a[k], other[k])
+        # ... and no stage's noise repeats the NOISE's own noise at that size (it would correlate with stage 0's).
+        own = SeedlessNoise(1).generate_noise({"samples": torch.zeros_like(a[k])})
+        corr = torch.corrcoef(torch.stack([a[k].flatten(), own.flatten()]))[0, 1]
+        assert abs(float(corr)) < 0.2
+        assert 0.8 < float(a[k].std()) < 1.2 and abs(float(a[k].mean())) < 0.2  # standard normal
+    assert not torch.allclose(a[1][..., :8, :8], a[2][..., :8, :8])
+
+
+def test_a_noise_with_seed_keeps_using_its_seed(sd15):
+    noises = stage_noises(sd15, nodes_custom_sampler.Noise_RandomNoise(9))
+    for k in (1, 2):
+        assert torch.equal(noises[k], relay.fresh_noise(torch.zeros_like(noises[k]), 9, k))
+
+
 # --- interrupt and progress --------------------------------------------------------------------------------------
 class Interrupter(Recorder):
     def __init__(self, at_step):

@@ -139,3 +139,28 @@ def test_relay_through_the_vae(sd15, vae):
     assert result.samples.shape == (1, 4, 8, 8)
     assert relay.check_vae(vae, sd15, KSAMPLER_NAME) is None
 
+
+
+@pytest.mark.parametrize("node", ["ksampler", "custom"])
+def test_the_stage_list_is_parsed_once_per_prompt(sd15, monkeypatch, node):
+    """Validation (when the prompt is queued) and the run share one parse of the stage list."""
+    from megapixel.samplers import relay_stages
+
+    reads = []
+    tokens = relay_stages._tokens
+    monkeypatch.setattr(relay_stages, "_tokens", lambda text: reads.append(text) or tokens(text))
+    stages, step_split = f"1 -> 1.{5 if node == 'ksampler' else 75}", "3:1"  # texts no other test parses
+    pos, neg = make_cond(sd15, seed=1), make_cond(sd15, seed=2)
+    if node == "ksampler":
+        assert RelayKSampler.validate_inputs(stages=stages, step_split=step_split, steps=4) is True
+        (out,) = RelayKSampler.execute(sd15, 3, 4, 2.5, "euler", "normal", pos, neg, latent(SIZE, SIZE), 1.0,
+                                       stages, step_split, "bicubic", False, False).result
+    else:
+        assert RelaySamplerCustom.validate_inputs(stages=stages, step_split=step_split) is True
+        (guider,) = nodes_custom_sampler.BasicGuider.execute(sd15, pos).result
+        (sigmas,) = nodes_custom_sampler.BasicScheduler.execute(sd15, "simple", 4, 1.0).result
+        out, _ = RelaySamplerCustom.execute(nodes_custom_sampler.Noise_RandomNoise(3), guider,
+                                            comfy.samplers.sampler_object("euler"), sigmas, latent(SIZE, SIZE),
+                                            stages, step_split, "bicubic", False, False).result
+    assert out["samples"].shape[-1] in (12, 14)
+    assert reads == [stages]

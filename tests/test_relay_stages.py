@@ -58,8 +58,19 @@ def test_bad_stage_specs_are_rejected_with_the_input_and_a_fix(text, fragment):
 def test_stage_sizes_from_factors_and_sizes():
     assert stage_sizes(parse_stages("1, 1.5, 2"), 64, 64) == [(64, 64), (96, 96), (128, 128)]
     assert stage_sizes(parse_stages("1, 1.5"), 64, 96) == [(64, 96), (96, 144)]
-    assert stage_sizes(parse_stages("1, 1.5"), 7, 5) == [(7, 5), (10, 8)]  # rounded to whole latent pixels
+    assert stage_sizes(parse_stages("1, 1.5"), 7, 5) == [(7, 5), (11, 8)]  # rounded to whole latent pixels
     assert stage_sizes(parse_stages("512x512, 768x1024"), 64, 64) == [(64, 64), (128, 96)]
+
+
+@pytest.mark.parametrize("side, factor, expected", [
+    # exact halves round UP (Python's round() gives the even neighbour: 10, 16, 4, 6 for the first four)
+    (7, 1.5, 11), (11, 1.5, 17), (3, 1.5, 5), (5, 1.3, 7), (9, 1.5, 14), (5, 1.5, 8), (10, 1.25, 13),
+    # everything else to the nearest
+    (10, 1.24, 12), (10, 1.26, 13), (64, 1.5, 96), (9, 2, 18),
+])
+def test_factor_sizes_round_half_up(side, factor, expected):
+    """side x factor to the nearest whole latent pixel, halves up: floor(side * factor + 1/2), by hand."""
+    assert stage_sizes(parse_stages(f"1, {factor}"), side, side)[1] == (expected, expected)
 
 
 def test_first_size_must_be_the_latents():
