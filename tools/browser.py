@@ -145,6 +145,19 @@ class Queued:
 
 _SETTINGS_RE = "**/api/settings"
 
+# A widget edit as a user's click makes it: LiteGraph's widget.setValue runs the widget's callback and the node's
+# onWidgetChanged, where newer frontends clear what they had marked on that widget (a missing model, an input
+# error).  Frontends without setValue get the value and the callback, as their own widgets set them.
+_SET_WIDGET_VALUE = """
+window.setWidgetValue = (node, w, v) => {
+    if (typeof w.setValue === 'function') {
+        try { w.setValue(v, {e: undefined, node, canvas: app.canvas}); return; } catch (e) { /* below */ }
+    }
+    w.value = v;
+    if (w.callback) { try { w.callback(v, app.canvas, node); } catch (e) {} }
+};
+"""
+
 
 class ComfyPage:
     """The ComfyUI web page of a running server, with the operations a user performs."""
@@ -175,6 +188,7 @@ class ComfyPage:
         self.page.route(_SETTINGS_RE, self._answer_settings)
         self.page.route("**/api/settings/*", self._answer_settings)
         self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
+        self.page.add_init_script(_SET_WIDGET_VALUE)
         self.page.goto(self.url + "/")
         self.page.wait_for_function(
             "() => window.app && window.app.graph && window.app.canvas && window.LiteGraph"
@@ -196,7 +210,8 @@ class ComfyPage:
             widgets: (n.widgets || []).map(w => ({name: w.name, type: w.type, value: w.value}))}))""")
 
     def problems(self) -> list[str]:
-        """What a user would see go wrong: open dialogs, warning/error toasts, unknown or errored nodes."""
+        """What a user would see go wrong: open dialogs, warning/error toasts, error cards (newer frontends show
+        missing nodes and models in a card over the canvas instead of a dialog), unknown or errored nodes."""
         return self.page.evaluate("""() => {
             const out = [];
             const visible = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
@@ -205,6 +220,9 @@ class ComfyPage:
             }
             for (const t of document.querySelectorAll('.p-toast-message')) {
                 if (/(error|warn)/.test(t.className)) out.push('toast: ' + t.innerText.replace(/\\s+/g, ' ').slice(0, 400));
+            }
+            for (const c of document.querySelectorAll('[data-testid="error-overlay"]')) {
+                if (visible(c)) out.push('card: ' + c.innerText.replace(/\\s+/g, ' ').slice(0, 400));
             }
             for (const n of app.graph.nodes) {
                 if (!(n.type in LiteGraph.registered_node_types)) out.push(`node ${n.id}: unknown type ${n.type}`);
@@ -246,8 +264,7 @@ class ComfyPage:
             const set = (node, w, v) => {
                 if (w.value === v) return;
                 changed.push(`${node.id} ${node.type}.${w.name}: ${JSON.stringify(w.value)} -> ${JSON.stringify(v)}`);
-                w.value = v;
-                if (w.callback) { try { w.callback(v, app.canvas, node); } catch (e) {} }
+                setWidgetValue(node, w, v);
             };
             for (const node of app.graph.nodes) {
                 const widgets = node.widgets || [];
@@ -287,8 +304,7 @@ class ComfyPage:
             const node = app.graph.getNodeById(id);
             const w = node && (node.widgets || []).find(w => w.name === name);
             if (!w) return false;
-            w.value = value;
-            if (w.callback) { try { w.callback(value, app.canvas, node); } catch (e) {} }
+            setWidgetValue(node, w, value);
             app.graph.setDirtyCanvas(true, true);
             return true;
         }""", [node_id, name, value])

@@ -77,7 +77,7 @@ class ComfyServer:
         self._proc: subprocess.Popen | None = None
         self._args = ["--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", str(self.base_dir),
                       "--disable-auto-launch", "--disable-api-nodes", "--use-pytorch-cross-attention",
-                      *(["--cpu"] if cpu else []), *extra_args]
+                      *(["--cpu"] if cpu else []), *host.server_args, *extra_args]
         self._layout(checkpoints, models or {}, custom_nodes or {})
 
     # --- lifecycle ---------------------------------------------------------------------------------------

