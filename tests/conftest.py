@@ -24,7 +24,12 @@ torch.set_num_threads(1)
 
 import model_factory  # noqa: E402  (needs ComfyUI on sys.path)
 
-FIXTURE_DIR = HOST_DIR / "fixtures"
+FIXTURE_DIR = HOST_DIR / "fixtures"  # shared by every host: the checkpoints are built once
+
+
+def pytest_report_header(config):
+    """Which ComfyUI this run is against ($MEGAPIXEL_COMFYUI or COMFYUI_PATH; tools/run_tests.py sets them)."""
+    return f"ComfyUI host: {HOST.version or 'COMFYUI_PATH'} at {HOST.root}"
 
 
 @pytest.fixture(scope="session")

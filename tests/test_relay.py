@@ -285,7 +285,14 @@ def test_one_progress_bar_for_all_stages(sd15):
                              step_split="4/1/1")
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
-    assert updates == [(i, 6) for i in range(1, 7)]
+    # One bar: one total for all stages, counting up across the stage boundaries, first step and completion shown.
+    # (Newer hosts drop updates that come less than 0.1 s after the previous one, except the first and the last,
+    # so which steps in between are reported depends on the machine's speed.)
+    values = [value for value, _ in updates]
+    assert {total for _, total in updates} == {6}, updates
+    assert values[0] == 1 and values[-1] == 6 and values == sorted(set(values)), updates
+    if not hasattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):  # a host that reports every step
+        assert values == list(range(1, 7)), updates
 
 
 # --- spatial inputs ------------------------------------------------------------------------------------------------
