@@ -184,7 +184,7 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
     return models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
 
 
-STEPS = {"vae": 1500, "unet": 2400, "weak": 600}
+STEPS = {"vae": 1000, "unet": 2000, "weak": 500}
 
 
 def main() -> None:
