@@ -4,7 +4,8 @@
 
 1. The whole suite (or the pytest arguments given) on the pinned ComfyUI 0.3.75.
 2. The end-to-end suites of the same selection (tests marked ``e2e``: the server harness, the shipped workflows,
-   the browser, hostile inputs, soak) on the newest ComfyUI tested, 0.30.0, as well.
+   the browser, hostile inputs, soak) on the newest ComfyUI tested, 0.30.0, as well.  That host is provisioned in
+   the background while the first run's tests run.
 
 The exit status is non-zero when either run fails; pytest's "no tests collected" (5) is a failure too, except for
 the end-to-end run of an explicit selection that holds no end-to-end test.  ``--host 0.3.75`` (or ``0.30.0``,
@@ -18,9 +19,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from browser import ensure_chromium
-from host import E2E_HOST_VERSIONS, HOST_VERSION, HOST_VERSION_ENV, HOSTS, PACK_DIR, ensure_comfy_cli, provision
+from host import (E2E_HOST_VERSIONS, HOST_DIR, HOST_VERSION, HOST_VERSION_ENV, HOSTS, PACK_DIR, ensure_comfy_cli,
+                  provision)
 
 NO_TESTS_COLLECTED = 5
 DURATIONS = ["--durations=10"]  # the ten slowest tests of each run, at its end
@@ -57,11 +60,33 @@ def _only_e2e(args: list[str]) -> list[str]:
     return [*out, "-m", expr]
 
 
+_background: dict[str, tuple[subprocess.Popen, Path]] = {}  # version -> its provisioning, started early
+
+
+def _provision_in_background(version: str) -> None:
+    """Provision a host while the tests of another run (downloads and pip overlap the first run's tests)."""
+    log = HOST_DIR / f"provision-{version}.log"
+    HOST_DIR.mkdir(exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "host.py"), "--version",
+                                 version], stdout=out, stderr=subprocess.STDOUT, cwd=PACK_DIR)
+    _background[version] = (proc, log)
+    print(f"=== provisioning ComfyUI {version} in the background (log: {log})", flush=True)
+
+
 def _pytest(version: str | None, args: list[str]) -> int:
     """pytest in the host's Python (``version`` None: a user's COMFYUI_PATH); returns its exit status."""
+    if version in _background:
+        proc, log = _background.pop(version)
+        started = time.monotonic()
+        if proc.wait() != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            print(f"=== could not provision ComfyUI {version} (exit {proc.returncode}):\n{tail}", flush=True)
+            return 1
+        print(f"=== ComfyUI {version} provisioned (waited {time.monotonic() - started:.0f}s for it)", flush=True)
     try:
         host = provision(version)
-    except (subprocess.CalledProcessError, OSError) as e:
+    except (subprocess.CalledProcessError, OSError, SystemExit) as e:
         print(f"=== could not provision ComfyUI {version}: {e}", flush=True)
         return 1
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
@@ -97,6 +122,13 @@ def main() -> int:
             runs.append((version, _only_e2e(selection), bool(args)))
     failed = []
     started = time.monotonic()
+    if len(runs) > 1:
+        try:
+            provision(runs[0][0])  # first, alone: the background job below must not race it for the pip cache
+        except (subprocess.CalledProcessError, OSError, SystemExit) as e:
+            print(f"=== could not provision ComfyUI {runs[0][0]}: {e}", flush=True)
+        for version, _, _ in runs[1:]:
+            _provision_in_background(version)
     for version, pytest_args, may_be_empty in runs:
         code = _pytest(version, pytest_args)
         if code == NO_TESTS_COLLECTED and may_be_empty:
