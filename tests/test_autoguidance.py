@@ -167,6 +167,20 @@ def test_interval_bounds_are_exclusive_low_inclusive_high(sd15, weak15, conds):
     assert calls == [1]
 
 
+def test_a_step_exactly_at_the_interval_end_skips_the_weak_model(sd15, weak15, conds):
+    """Inside one sampling that reaches the interval (sigma_lo, sigma_hi], the step exactly at sigma_lo (end_percent)
+    is outside: the weak model runs for the first step only, and the second step is plain CFG."""
+    positive, negative = conds
+    model_sampling = sd15.get_model_object("model_sampling")
+    start, end = 0.2, 0.6
+    sigma_hi, sigma_lo = model_sampling.percent_to_sigma(start), model_sampling.percent_to_sigma(end)
+    calls = []
+    guider = ag_guider(sd15, counting(weak15, calls), positive, negative, start=start, end=end)
+    sigmas = torch.tensor([(sigma_hi + sigma_lo) / 2, sigma_lo, 0.0])
+    noise, latent = noise_and_latent(1)
+    guider.sample(noise, latent, comfy.samplers.sampler_object("euler"), sigmas, seed=1, disable_pbar=True)
+    assert calls == [1]
+
 def test_main_cond_and_uncond_batched_and_uncond_skipped_at_cfg1(sd15, weak15, conds):
     positive, negative = conds
     main_calls, weak_calls = [], []

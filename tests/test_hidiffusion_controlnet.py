@@ -91,3 +91,20 @@ def test_adapter_input_residuals_are_matched_to_their_blocks():
     resized = rau_net.resize_control({"input": residuals, "middle": [], "output": []}, plan)
     assert tuple(resized["input"][7].shape[-2:]) == plan.block_out[4] == (8, 8)
     assert sum(t is not None for t in resized["input"]) == 1
+
+
+def test_shrunk_residuals_are_area_averages_and_grown_ones_bicubic():
+    """By hand: a residual shrunk by an integer factor is the mean of each factor x factor block; a grown one is
+    torch's bicubic interpolation."""
+    t = ((torch.arange(2 * 3 * 8 * 12, dtype=torch.float32) * 5.7) % 9.0).reshape(2, 3, 8, 12) ** 2
+    shrunk = rau_net.resize_residual(t, (4, 6))
+    expected = torch.empty(2, 3, 4, 6)
+    for i in range(4):
+        for j in range(6):
+            expected[:, :, i, j] = t[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(dim=(-2, -1))
+    assert torch.allclose(shrunk, expected, atol=1e-5)
+    quarter = rau_net.resize_residual(t, (2, 3))
+    assert torch.allclose(quarter, t.reshape(2, 3, 2, 4, 3, 4).mean(dim=(3, 5)), atol=1e-5)
+    small = torch.randn(1, 2, 3, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(rau_net.resize_residual(small, (6, 10)),
+                          torch.nn.functional.interpolate(small, size=(6, 10), mode="bicubic"), atol=1e-6)

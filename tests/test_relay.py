@@ -340,6 +340,22 @@ def test_area_scaling_clamps_to_the_stage():
         relay.scale_area_conds({"positive": [{"area": (4, 4, 4, 0, 0, 0)}]}, 2, 2, 32, 32)
 
 
+def test_areas_scale_each_axis_by_its_own_factor(sd15):
+    """Stages given in px may grow the sides by different factors: 512x512 -> 1024x768 px is x2 in width and x1.5
+    in height, so an area's heights and y positions scale by 1.5 and its widths and x positions by 2."""
+    pos, neg = conds(sd15)
+    (area_cond,) = nodes.ConditioningSetArea().append(pos, 16, 8, 24, 16, 1.0)  # w, h, x, y in px
+    guider = comfy.samplers.CFGGuider(sd15)
+    guider.set_conds(area_cond, neg)
+    assert guider.original_conds["positive"][0]["area"] == (1, 2, 2, 3)  # (h, w, y, x) latent px at stage 1
+    sigmas = comfy.samplers.calculate_sigmas(sd15.get_model_object("model_sampling"), "normal", 4)
+    plan = relay.plan_relay(sigmas, (1, 4, 64, 64), "512x512, 1024x768", "3/1")
+    assert (plan.stages[1].height, plan.stages[1].width) == (96, 128)
+    g1 = relay.stage_guider(guider, plan.stages[1], plan.stages[0])
+    # h 1 x 1.5 = 1.5 -> 2, w 2 x 2 = 4, y 2 x 1.5 = 3, x 3 x 2 = 6
+    assert g1.original_conds["positive"][0]["area"] == (2, 4, 3, 6)
+
+
 # --- guiders and models are never mutated --------------------------------------------------------------------------
 def _model_state(model):
     return (dict(model.object_patches), copy.copy(model.model_options), model.get_model_object("model_sampling"),
