@@ -39,10 +39,11 @@ class SigmaWindow:
 
 # One entry each, shared by every patch: all blocks of one model call (and all cond/uncond batches of one step) see
 # the same ``sigmas`` / ``sample_sigmas`` tensor objects, so the device-to-host copy (a GPU sync) happens once per
-# step, not once per block.  The entries hold the tensors, so an id cannot be reused while it is a key; ``_version``
-# catches in-place changes.
-_sigma_cache: tuple = (None, -1, None)
-_step_cache: tuple = (None, -1, None, None)
+# step, not once per block.  The key is the tensor object itself (held by the entry, so its id cannot be reused):
+# samplers make a new sigma tensor for every call (``sigma * s_in``) and never write into one.  (No version counter:
+# ComfyUI samples under torch.inference_mode, whose tensors have none.)
+_sigma_cache: tuple = (None, None)
+_step_cache: tuple = (None, None, None)
 
 
 def current_sigma(transformer_options: dict) -> float | None:
@@ -54,11 +55,11 @@ def current_sigma(transformer_options: dict) -> float | None:
         return None
     if not torch.is_tensor(sigmas):
         return float(sigmas[0]) if isinstance(sigmas, (list, tuple)) else float(sigmas)
-    cached, version, value = _sigma_cache
-    if cached is sigmas and version == sigmas._version:
+    cached, value = _sigma_cache
+    if cached is sigmas:
         return value
     value = float(sigmas.reshape(-1)[0])
-    _sigma_cache = (sigmas, sigmas._version, value)
+    _sigma_cache = (sigmas, value)
     return value
 
 
@@ -69,14 +70,14 @@ def step_index(transformer_options: dict, sigma: float) -> int:
     global _step_cache
     schedule = transformer_options.get("sample_sigmas")
     if schedule is not None and torch.is_tensor(schedule) and schedule.numel() > 0:
-        cached, version, cached_sigma, index = _step_cache
-        if cached is schedule and version == schedule._version and cached_sigma == sigma:
+        cached, cached_sigma, index = _step_cache
+        if cached is schedule and cached_sigma == sigma:
             return index
         values = schedule.detach().reshape(-1).float().cpu()
         close = torch.isclose(values, torch.tensor(sigma, dtype=values.dtype), rtol=1e-4, atol=1e-7)
         hits = torch.nonzero(close)
         index = int(hits[0]) if hits.numel() > 0 else int((values > sigma).sum())
-        _step_cache = (schedule, schedule._version, sigma, index)
+        _step_cache = (schedule, sigma, index)
         return index
     if sigma <= 0:
         return 0

@@ -185,3 +185,14 @@ def test_runtime_conflict_names_the_one_click_node_once(sd15):
         denoise_once(shrunk, (128, 128), float(sd15.get_model_object("model_sampling").sigma_max))
     assert str(err.value).startswith("HiDiffusion: the U-Net features after input block")
     assert "HiDiffusion HiDiffusion" not in str(err.value)
+
+
+def test_patches_work_under_inference_mode(sd15):
+    """ComfyUI executes every node under torch.inference_mode (execution.py), whose tensors have no version counter:
+    the patches' per-step reads must work on them, with the same result."""
+    patched = run_node(HiDiffusion, model=sd15, target_width=2048, target_height=2048)
+    sigmas = schedule(sd15, 3)
+    expected = sample(patched, (16, 16), sigmas, cfg=2.0)
+    with torch.inference_mode():
+        got = sample(patched, (16, 16), sigmas, cfg=2.0)
+    assert torch.equal(got, expected)

@@ -244,6 +244,13 @@ def test_a_noise_without_seed_gives_every_stage_its_own_reproducible_noise(sd15)
     assert not torch.allclose(a[1][..., :8, :8], a[2][..., :8, :8])
 
 
+def test_a_noise_without_seed_under_inference_mode(sd15):
+    """As ComfyUI runs nodes (torch.inference_mode): the same noise as outside it."""
+    with torch.inference_mode():
+        inside = stage_noises(sd15, SeedlessNoise(1))
+    assert all(torch.equal(x, y) for x, y in zip(inside, stage_noises(sd15, SeedlessNoise(1))))
+
+
 def test_a_noise_with_seed_keeps_using_its_seed(sd15):
     noises = stage_noises(sd15, nodes_custom_sampler.Noise_RandomNoise(9))
     for k in (1, 2):

@@ -92,7 +92,7 @@ MUTANTS: list[Mutant] = [
       "return cls(float(model_sampling.percent_to_sigma(end)), float(model_sampling.percent_to_sigma(start)))",
       RAU, "start and end swapped when the fractions become sigmas"),
     m("sigma-read-per-block", "patches/schedule.py",
-      "_sigma_cache = (sigmas, sigmas._version, value)", "_sigma_cache = (None, -1, value)",
+      "_sigma_cache = (sigmas, value)", "_sigma_cache = (None, value)",
       RAU + MSW, "the sigma is read from the device at every block (a GPU sync per call)"),
     m("step-index-off-by-one", "patches/schedule.py",
       "index = int(hits[0]) if hits.numel() > 0", "index = int(hits[0]) + 1 if hits.numel() > 0",
