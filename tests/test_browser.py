@@ -235,3 +235,49 @@ def test_pack_nodes_are_registered_in_the_frontend(page, object_info):
     categories = page.page.evaluate("(names) => names.map(n => LiteGraph.registered_node_types[n].category)",
                                     sorted(ours))
     assert all(c.startswith("megapixel/") for c in categories), categories
+
+
+def test_server_serves_the_node_docs(comfy_server):
+    """The real server serves every node's generated doc (web/docs/<node id>.md, tools/make_docs.py) at
+    /extensions/megapixel/docs/<node id>.md, the URL the frontend asks for after <node id>/<locale>.md."""
+    import make_docs  # noqa: PLC0415 (tools/ is on sys.path)
+
+    docs = make_docs.render_all()
+    assert docs
+    for name, text in docs.items():
+        served = comfy_server.get_bytes(f"/extensions/{make_docs.PACK_NAME}/docs/{name}").decode("utf-8")
+        assert served == text, f"/extensions/{make_docs.PACK_NAME}/docs/{name} is not the generated doc"
+
+
+@pytest.mark.parametrize("route", ["node-library", "info-button"])
+def test_frontend_shows_the_node_docs(route, page, comfy_server, object_info):
+    """A user opens a Megapixel node's docs (the help button in the Node Library, or the Info button of the
+    selection toolbox over a node in the graph) and reads our generated markdown, not the frontend's fallback
+    summary of description and tooltips."""
+    import make_docs  # noqa: PLC0415 (tools/ is on sys.path)
+
+    asked: list[tuple[str, int]] = []
+    page.page.on("response", lambda r: asked.append((r.url.split(comfy_server.url, 1)[-1], r.status))
+                 if "/docs/" in r.url else None)
+    if route == "node-library":
+        shown = page.open_node_help(["megapixel", "sampling"], "Relay KSampler (MegaFusion)")
+        if shown is None:
+            pytest.skip("this frontend's Node Library (the redesigned one) has no help button; the docs open from "
+                        "the selection toolbox's Info button (the info-button case)")
+    else:
+        page.drop_workflow("relay-node.json", browser.api_to_ui_workflow(
+            {"1": {"class_type": "MegapixelRelayKSampler", "inputs": {}}}, object_info))
+        shown = page.open_node_info(1)
+    page.screenshot(ARTIFACTS / f"node-docs-{route}.png")
+
+    doc_url = f"/extensions/{make_docs.PACK_NAME}/docs/MegapixelRelayKSampler.md"
+    assert (doc_url, 200) in asked, f"the frontend did not fetch {doc_url}: {asked}"
+    assert not shown["fallback"], f"the frontend found no docs and shows its fallback summary:\n{shown['text'][:800]}"
+    text = " ".join(shown["text"].split())
+    # Text only our markdown has (the fallback summary shows the description and tooltips, never these).
+    for expected in ("Node id MegapixelRelayKSampler, category megapixel/sampling.", "See also",
+                     "relay-sd15-512-768-1024.json", "Options: bicubic, bislerp, bilinear",
+                     "Total steps over all stages (one schedule, split by step_split). Range: 1 to 10000."):
+        assert expected in text, f"{expected!r} is not in the frontend's help page:\n{shown['text'][:3000]}"
+    readme = f"{make_docs.repository_url()}#{make_docs.github_anchor('Relay sampler (MegaFusion)')}"
+    assert readme in shown["links"], shown["links"]

@@ -347,6 +347,81 @@ class ComfyPage:
         except Exception:  # noqa: BLE001 - a screenshot without the preview is still worth keeping
             return False
 
+    # -- a node's documentation -----------------------------------------------------------------------------
+    def open_node_help(self, folders: list[str], display_name: str, timeout_s: float = 30) -> dict | None:
+        """As a user does: open the Node Library sidebar, expand ``folders`` (e.g. ``["megapixel", "hidiffusion"]``),
+        hover the node and press its help button.  Returns :meth:`node_help`, or None where the library has no
+        help button (the redesigned library of newer frontends: there the docs open from the selection toolbox's
+        Info button, :meth:`open_node_info`).
+
+        Works with the PrimeVue tree of frontend 1.32 (tree items nest their children) and a flat tree: the item
+        wanted is the last tree item that holds the name, i.e. the innermost one."""
+        page = self.page
+        ms = timeout_s * 1000
+
+        def item(name: str):
+            return page.locator("[role=treeitem]").filter(has=page.get_by_text(name, exact=True)).last
+
+        if not item(folders[0]).is_visible():  # the sidebar may still be open from an earlier page
+            page.locator(".node-library-tab-button").first.click()
+        for folder in folders:  # folder names must be unique in the tree (core has a "sampling" folder too)
+            folder_item = item(folder)
+            folder_item.wait_for(state="visible", timeout=ms)
+            if folder_item.get_attribute("aria-expanded", timeout=ms) != "true":
+                folder_item.get_by_text(folder, exact=True).first.click()
+        row = item(display_name)
+        row.wait_for(state="visible", timeout=ms)
+        row.hover()
+        page.wait_for_timeout(300)
+        if row.locator(".help-button").count() == 0:
+            return None
+        row.locator(".help-button").first.click(timeout=ms)
+        return self.node_help(timeout_s)
+
+    def open_node_info(self, node_id: int, timeout_s: float = 30) -> dict:
+        """As a user does: click a node of the graph (on its title) and press the Info button of the selection
+        toolbox above it; the frontend shows the node's docs (in the Node Library sidebar in frontend 1.32, in the
+        right-hand panel's Info tab in newer ones).  Returns :meth:`node_help`."""
+        page = self.page
+        ms = timeout_s * 1000
+        page.evaluate("""(id) => {  // the view a user scrolls to: the node at 100%, its title well inside the canvas
+            const node = app.graph.getNodeById(id), ds = app.canvas.ds;
+            ds.scale = 1;
+            ds.offset[0] = 250 - node.pos[0];
+            ds.offset[1] = 200 - node.pos[1];
+            app.canvas.setDirty(true, true);
+        }""", node_id)
+        page.wait_for_timeout(500)
+        x, y = page.evaluate("""(id) => {
+            const node = app.graph.getNodeById(id), canvas = app.canvas;
+            const title = (window.LiteGraph && LiteGraph.NODE_TITLE_HEIGHT) || 30;
+            const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + Math.min(40, node.size[0] / 4),
+                                                               node.pos[1] - title / 2]);
+            const box = canvas.canvas.getBoundingClientRect();
+            return [box.left + cx, box.top + cy];
+        }""", node_id)
+        page.mouse.click(x, y)
+        page.wait_for_function("(id) => !!app.canvas.selected_nodes && String(id) in app.canvas.selected_nodes",
+                               arg=node_id, timeout=ms)
+        button = page.locator('[data-testid="info-button"]').first
+        button.wait_for(state="visible", timeout=ms)
+        button.click(timeout=ms)
+        return self.node_help(timeout_s)
+
+    def node_help(self, timeout_s: float = 30) -> dict:
+        """What the frontend's node help shows once it has loaded: ``text``, ``fallback`` (True when the frontend
+        found no docs and shows its own summary of description, inputs and outputs instead of rendered markdown)
+        and ``links`` (the hrefs in it)."""
+        page = self.page
+        help_box = page.locator(".node-help-content").first
+        help_box.wait_for(state="visible", timeout=timeout_s * 1000)
+        page.wait_for_function("""() => {
+            const box = document.querySelector('.node-help-content');
+            return box && box.innerText.trim().length > 0 && !box.querySelector('.p-progressspinner, .pi-spin');
+        }""", timeout=timeout_s * 1000)
+        return {"text": help_box.inner_text(), "fallback": help_box.locator(".fallback-content").count() > 0,
+                "links": help_box.locator("a[href]").evaluate_all("els => els.map(a => a.getAttribute('href'))")}
+
     def screenshot(self, path: Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
