@@ -11,7 +11,8 @@ are cached under ``.host/lab-cache/``.
   L1 + MSE, latent noise (so the decoder tolerates imperfect latents) and a penalty that keeps every latent channel
   near zero mean and unit spread; ``vae_scale`` is SD1.5's 0.18215, so the U-Net sees unit-spread latents.
 - **U-Nets**: SD1.5's eps objective on SD1.5's schedule (1000 steps, scaled-linear betas), uniform timesteps, a fixed
-  empty context (unconditional), horizontal flips, AdamW with warm-up and cosine decay, EMA of the weights.  The weak
+  empty context (unconditional), horizontal flips, AdamW with warm-up and cosine decay, EMA of the weights (decay
+  min(0.999, (1 + t) / (10 + t))).  The weak
   model (autoguidance's guiding model) is made as the paper makes it: a smaller U-Net trained for a quarter as long.
 """
 from __future__ import annotations
@@ -151,7 +152,6 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed + 7)
     context = models.empty_context(32).to(device)
     bar = tqdm(range(steps), desc=f"U-Net ({kind})", mininterval=5)
-    decay = 0.999 if steps >= 2000 else 0.995
     for step in bar:
         idx = torch.randint(len(data), (32,), generator=g)
         x0 = data[idx]
@@ -168,23 +168,27 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
-        d = 0.0 if step < steps // 10 else decay
+        d = min(0.999, (1 + step) / (10 + step))  # EMA with the usual warm-up: early weights fade out fast
         with torch.no_grad():
             for k, v in unet.state_dict().items():
                 ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if (step + 1) % 500 == 0 or step + 1 == steps:
-            unet.load_state_dict(ema) if step + 1 == steps else None
             name = models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE
             target = models.WEIGHTS_DIR / name if step + 1 == steps else CACHE / f"{kind}-step{step + 1}.safetensors"
             snapshot = models.build_unet(config)
             snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
             models.save_unet(snapshot, config, target, {"megapixel_lab": f"{kind} U-Net, EMA weights",
                                                         "steps": str(step + 1), "seed": str(seed)})
+            raw = models.build_unet(config)
+            raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in unet.state_dict().items()})
+            models.save_unet(raw, config, CACHE / f"{kind}-step{step + 1}-raw.safetensors",
+                             {"megapixel_lab": f"{kind} U-Net, raw weights (not EMA)", "steps": str(step + 1)})
+    unet.load_state_dict(ema)
     return models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
 
 
-STEPS = {"vae": 1000, "unet": 2000, "weak": 500}
+STEPS = {"vae": 1000, "unet": 1500, "weak": 400}
 
 
 def main() -> None:
