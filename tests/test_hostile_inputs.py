@@ -330,6 +330,10 @@ HIDIFFUSION_CASES = [
          needs=MSW),
     Case("msw-size-not-multiple-of-8", lambda m: patched(m, node=MSW, width=100, height=60), "ok", size=(96, 56),
          needs=MSW),
+    # A value outside a dropdown's list (an edited or outdated workflow): newer hosts refuse it at /prompt themselves,
+    # older ones leave it to the pack, whose error must name the input.  Either refusal is right.
+    Case("msw-shift-mode-not-in-list", lambda m: patched(m, node=MSW, shift_mode="sideways"), "fails",
+         r"shift.mode", needs=MSW),
 ]
 
 # --- relay (MegaFusion) --------------------------------------------------------------------------------------------
@@ -382,6 +386,8 @@ RELAY_CASES = [
                                            ("mixed", "1, 128x128"), ("zero", "0, 1")]],
     Case("relay-first-stage-is-not-the-latent", lambda m: relay(m, stages="128x128, 256x256"), "fails",
          r"first stage", needs=RELAY),
+    Case("relay-upscale-method-not-in-list", lambda m: relay(m, upscale_method="sideways"), "fails",
+         r"upscale_method", needs=RELAY),
     Case("relay-split-wrong-count", lambda m: relay(m, stages="1, 1.5, 2", steps=6, step_split="80/20"), "refused",
          r"step_split", needs=RELAY),
     Case("relay-split-negative", lambda m: relay(m, step_split="-1, 2"), "refused", r"step_split", needs=RELAY),
