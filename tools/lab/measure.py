@@ -1,8 +1,8 @@
 """Count and measure the objects of a decoded lab image (see :mod:`lab.scenes`).
 
 Objects are vivid, backgrounds muted: a pixel is foreground where its chroma (max(rgb) - min(rgb)) exceeds
-:data:`CHROMA_THRESHOLD`; objects are the 8-connected foreground components of at least :data:`MIN_AREA_SHARE` of
-the image area.  Each object's shape fidelity is its best IoU with an ideal circle, square or triangle inscribed in
+:data:`CHROMA_THRESHOLD`; objects are the 8-connected foreground components of at least :data:`MIN_AREA_PX` pixels
+(absolute, so a duplicate drawn at the model's native pixel size counts at every image size).  Each object's shape fidelity is its best IoU with an ideal circle, square or triangle inscribed in
 its bounding box; an object below :data:`MALFORMED_IOU` is malformed (the lab autoencoder's own round trip keeps
 95 % of real scenes' objects above it: triangles come back with softened corners, median IoU 0.78).
 """
@@ -17,7 +17,7 @@ import torch
 from .scenes import SHAPES, shape_mask
 
 CHROMA_THRESHOLD = 0.45
-MIN_AREA_SHARE = 0.002  # components smaller than 0.2 % of the image are specks, not objects
+MIN_AREA_PX = 100  # 10x10 px: about a tenth of the smallest training object (a 38 px triangle); smaller are specks
 MALFORMED_IOU = 0.7
 
 
@@ -57,7 +57,7 @@ def measure_image(image: torch.Tensor) -> ImageStats:
     if n == 0:
         return ImageStats(0, 0.0, ())
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep = [i + 1 for i, a in enumerate(areas) if a >= MIN_AREA_SHARE * h * w]
+    keep = [i + 1 for i, a in enumerate(areas) if a >= MIN_AREA_PX]
     sides, fids = [], []
     for label in keep:
         comp = labels == label

@@ -126,8 +126,16 @@ def encode_latents(device: str, n: int = N_SCENES) -> Path:
     return path
 
 
-def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
-    """Train the ``kind`` ('main' or 'weak') U-Net on the cached latents."""
+def loss_weights(sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights of the eps loss: 1 + sigma², capped at 25.  An eps error at noise level sigma moves a
+    sampler's latent by sigma times as much, so plain eps-MSE under-trains the high-noise steps where the layout is
+    decided (uncapped, 1 + sigma² is EDM's weighting in eps terms)."""
+    return (1 + sigma ** 2).clamp(max=25.0)
+
+
+def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | None = None,
+               resume: Path | None = None) -> Path:
+    """Train the ``kind`` ('main' or 'weak') U-Net on the cached latents (from ``resume``'s weights if given)."""
     latent_path = CACHE / f"latents-{N_SCENES}.safetensors"
     if not latent_path.exists():
         encode_latents(device)
@@ -141,6 +149,9 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
     with torch.no_grad():  # zero the output conv: the model starts predicting zero noise, as usual for DDPM U-Nets
         model.diffusion_model.out[-1].weight.zero_()
         model.diffusion_model.out[-1].bias.zero_()
+    if resume is not None:
+        sd = load_file(str(resume))
+        model.diffusion_model.load_state_dict({k[len(models.PREFIX):]: v.float() for k, v in sd.items()})
     unet = model.diffusion_model.to(device).train()
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     ms = model.model_sampling
@@ -162,7 +173,8 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
         eps = torch.randn(x0.shape, generator=g)
         xt = (x0 + sigma[:, None, None, None] * eps) / (sigma[:, None, None, None] ** 2 + 1).sqrt()
         pred = unet(xt.to(device), t.float().to(device), context=context)
-        loss = (pred - eps.to(device)).pow(2).mean()
+        w = loss_weights(sigma).to(device)
+        loss = ((pred - eps.to(device)).pow(2).mean(dim=(1, 2, 3)) * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -174,18 +186,18 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0) -> Path:
                 ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if (step + 1) % 500 == 0 or step + 1 == steps:
-            name = models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE
-            target = models.WEIGHTS_DIR / name if step + 1 == steps else CACHE / f"{kind}-step{step + 1}.safetensors"
+            final = out or models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
+            target = final if step + 1 == steps else CACHE / f"{kind}w-step{step + 1}.safetensors"
             snapshot = models.build_unet(config)
             snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
             models.save_unet(snapshot, config, target, {"megapixel_lab": f"{kind} U-Net, EMA weights",
                                                         "steps": str(step + 1), "seed": str(seed)})
             raw = models.build_unet(config)
             raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in unet.state_dict().items()})
-            models.save_unet(raw, config, CACHE / f"{kind}-step{step + 1}-raw.safetensors",
+            models.save_unet(raw, config, CACHE / f"{kind}w-step{step + 1}-raw.safetensors",
                              {"megapixel_lab": f"{kind} U-Net, raw weights (not EMA)", "steps": str(step + 1)})
     unet.load_state_dict(ema)
-    return models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
+    return final
 
 
 STEPS = {"vae": 1000, "unet": 1500, "weak": 400}
@@ -197,6 +209,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the step count of the stage")
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="U-Net stages: write the weights here instead")
+    parser.add_argument("--resume", type=Path, default=None, help="U-Net stages: start from these weights")
+    parser.add_argument("--seed", type=int, default=0, help="U-Net stages: the seed of the run (default 0)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,7 +223,8 @@ def main() -> None:
         elif what == "latents":
             print(encode_latents(args.device))
         else:
-            print(train_unet("main" if what == "unet" else "weak", args.steps or STEPS[what], args.device))
+            print(train_unet("main" if what == "unet" else "weak", args.steps or STEPS[what], args.device,
+                             out=args.out, resume=args.resume, seed=args.seed))
         print(f"[{what} done at {time.time() - start:.0f} s]", flush=True)
 
 
