@@ -48,11 +48,14 @@ def main() -> None:
     from lab import pipeline
 
     lab = pipeline.load_lab()
+    rendered: dict[tuple[str, int], Image.Image] = {}  # workflows that show the same technique share one render
     for path in sorted(WORKFLOWS.glob("*.json")):
         row, scale = row_for(path.stem)
-        image = pipeline.sample_images(lab, row, [SEED], pipeline.NATIVE_PX * scale)[0]
-        pixels = (image.clamp(0, 1) * 255).round().byte().numpy()
-        thumb = Image.fromarray(pixels).resize((THUMB_PX, THUMB_PX), Image.LANCZOS)
+        if (row, scale) not in rendered:
+            image = pipeline.sample_images(lab, row, [SEED], pipeline.NATIVE_PX * scale)[0]
+            pixels = (image.clamp(0, 1) * 255).round().byte().numpy()
+            rendered[row, scale] = Image.fromarray(pixels).resize((THUMB_PX, THUMB_PX), Image.LANCZOS)
+        thumb = rendered[row, scale]
         target = path.with_suffix(".jpg")
         thumb.save(target, quality=85)
         print(f"{target.relative_to(PACK_DIR)}: lab {row} at {scale}x")
