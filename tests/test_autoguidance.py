@@ -392,7 +392,7 @@ def test_weak_model_not_loaded_for_a_schedule_outside_the_interval(sd15, weak15,
     positive, negative = conds
     ms = sd15.get_model_object("model_sampling")
     start, end = 0.7, 1.0
-    full = sigmas_for(sd15, 10)
+    full = sigmas_for(sd15, 6)
     early = full[:4]  # all above sigma(start): outside (sigma(end), sigma(start)]
     assert float(early.min()) > ms.percent_to_sigma(start)
     weak_calls = []

@@ -171,18 +171,19 @@ def test_rau_net_twice_in_separate_ranges_is_allowed(sd15):
     """Two advanced RAU-Nets acting in parts of the schedule that do not overlap never resize the same call."""
     early = rau_defaults(sd15, t1_start=0.0, t1_end=0.3)
     both = rau_defaults(early, t1_start=0.5, t1_end=0.8)
-    assert torch.isfinite(sample(both, (16, 16), schedule(sd15, 6))).all()
-    one_click_without_rau = run_node(HiDiffusion, model=early, rau_net=False)  # MSW-MSA only: nothing to refuse
-    assert torch.isfinite(denoise_once(one_click_without_rau, (72, 64), 5.0)).all()
+    assert torch.isfinite(sample(both, (16, 16), schedule(sd15, 4))).all()
+    one_click_without_rau = run_node(HiDiffusion, model=early, rau_net=False, target_width=1024,
+                                     target_height=1024)  # MSW-MSA only: nothing to refuse
+    assert torch.isfinite(denoise_once(one_click_without_rau, (16, 16), 5.0)).all()
 
 
 def test_runtime_conflict_names_the_one_click_node_once(sd15):
     from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 
-    patched = run_node(HiDiffusion, model=sd15, msw_msa=False)
+    patched = run_node(HiDiffusion, model=sd15, msw_msa=False, target_width=1024, target_height=1024)
     shrunk = PatchModelAddDownscale.execute(patched, 3, 2.0, 0.0, 0.35, True, "bicubic", "bicubic").result[0]
     with pytest.raises(rau_net.PatchConflictError) as err:
-        denoise_once(shrunk, (128, 128), float(sd15.get_model_object("model_sampling").sigma_max))
+        denoise_once(shrunk, (16, 16), float(sd15.get_model_object("model_sampling").sigma_max))
     assert str(err.value).startswith("HiDiffusion: the U-Net features after input block")
     assert "HiDiffusion HiDiffusion" not in str(err.value)
 
