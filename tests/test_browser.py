@@ -322,3 +322,60 @@ def test_frontend_shows_the_node_docs(route, page, comfy_server, object_info):
         assert expected in text, f"{expected!r} is not in the frontend's help page:\n{shown['text'][:3000]}"
     readme = f"{make_docs.repository_url()}#{make_docs.github_anchor('Relay sampler (MegaFusion)')}"
     assert readme in shown["links"], shown["links"]
+
+
+# --- the template browser ---------------------------------------------------------------------------------
+def _thumbnail_size(path: Path) -> tuple[int, int]:
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(path.with_suffix(".jpg")) as image:
+        return image.size
+
+
+@pytest.mark.parametrize("route", browser.ComfyPage.TEMPLATE_ROUTES)
+def test_template_browser_lists_the_workflows_with_thumbnails(route, page, comfy_server):
+    """A user opens the template browser (the main menu's Browse Templates, or the sidebar's Templates button),
+    picks the pack under Extensions and sees every shipped workflow as a card with its thumbnail: the frontend
+    fetched /api/workflow_templates/megapixel/<name>.jpg (200) and the card's <img> decoded it at its size."""
+    from host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
+
+    asked: list[tuple[str, int]] = []
+    page.page.on("response", lambda r: asked.append((r.url.split(comfy_server.url, 1)[-1], r.status))
+                 if "/workflow_templates" in r.url else None)
+    dialog = page.open_templates(via=route)
+    cards = page.template_section(dialog, PACK_NAME)
+    page.screenshot(ARTIFACTS / f"templates-{route}.png")
+
+    names = sorted(path.stem for path in WORKFLOWS)
+    assert names, "no workflows shipped"
+    assert sorted(cards) == names, f"the template browser's {PACK_NAME} section shows {sorted(cards)}, not {names}"
+    for path in WORKFLOWS:
+        name, card = path.stem, cards[path.stem]
+        url = f"/api/workflow_templates/{PACK_NAME}/{name}.jpg"
+        assert (url, 200) in asked, f"the frontend did not fetch {url} (200): {asked}"
+        assert card["title"] == name, card
+        assert card["complete"] and card["naturalWidth"] > 0, f"the thumbnail of {name} did not load: {card}"
+        assert (card["naturalWidth"], card["naturalHeight"]) == _thumbnail_size(path), card
+
+
+def test_a_template_opens_from_the_template_browser(page, comfy_server):
+    """Clicking a card in the template browser loads that workflow into the graph (fetched from the pack's
+    workflows/ folder through /api/workflow_templates/megapixel/<name>.json)."""
+    from host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
+
+    path = next(p for p in WORKFLOWS if p.stem == "megapixel-all-three-sd15")
+    asked: list[tuple[str, int]] = []
+    page.page.on("response", lambda r: asked.append((r.url.split(comfy_server.url, 1)[-1], r.status))
+                 if "/workflow_templates" in r.url else None)
+    dialog = page.open_templates()
+    page.template_section(dialog, PACK_NAME)
+    dialog.locator(f'[data-testid="template-workflow-{path.stem}"]').first.click()
+    wanted = sorted(int(n["id"]) for n in load_workflow(path)["nodes"])
+    page.page.wait_for_function("""(wanted) => {
+        const ids = app.graph.nodes.map(n => Number(n.id)).sort((a, b) => a - b);
+        return JSON.stringify(ids) === JSON.stringify(wanted);
+    }""", arg=wanted, timeout=60_000)
+    assert (f"/api/workflow_templates/{PACK_NAME}/{path.stem}.json", 200) in asked, asked
+    types = sorted(n["type"] for n in page.graph_nodes())
+    assert types == sorted(n["type"] for n in load_workflow(path)["nodes"])
+    page.screenshot(ARTIFACTS / "template-opened.png")

@@ -422,6 +422,64 @@ class ComfyPage:
         return {"text": help_box.inner_text(), "fallback": help_box.locator(".fallback-content").count() > 0,
                 "links": help_box.locator("a[href]").evaluate_all("els => els.map(a => a.getAttribute('href'))")}
 
+    # -- the template browser -------------------------------------------------------------------------------
+    TEMPLATE_ROUTES = ("menu", "sidebar")
+
+    def open_templates(self, via: str = "menu", timeout_s: float = 90):
+        """As a user does: the main menu (the ComfyUI logo at the top left) -> *Browse Templates*, or the sidebar's
+        *Templates* button (``via`` "menu" or "sidebar"; frontends 1.32 and 1.47 have both).  Returns the template
+        dialog (a Playwright locator) once it shows template cards."""
+        page = self.page
+        ms = timeout_s * 1000
+        if via == "menu":
+            page.locator(".comfy-menu-button-wrapper").first.click(timeout=ms)
+            page.get_by_role("menuitem", name="Browse Templates").first.click(timeout=ms)
+        elif via == "sidebar":
+            page.locator(".templates-tab-button").first.click(timeout=ms)
+        else:
+            raise ValueError(f"open_templates(via={via!r}): one of {self.TEMPLATE_ROUTES}")
+        dialog = page.locator("[role=dialog]").filter(has=page.locator('[data-testid^="template-workflow-"]')).first
+        dialog.wait_for(state="visible", timeout=ms)
+        return dialog
+
+    def template_section(self, dialog, section: str, timeout_s: float = 90) -> dict[str, dict]:
+        """Click ``section`` in the template dialog's navigation (a custom node pack's templates are listed under
+        *Extensions*, by the pack's folder name) and return the cards it shows: template name -> ``title`` (the
+        card's heading), ``src`` of its thumbnail ``<img>`` (the frontend fetches the image and shows a blob: URL),
+        ``complete``, ``naturalWidth``, ``naturalHeight``.  Each card is scrolled into view and its image given
+        ``timeout_s`` to load (thumbnails load lazily); a card whose image never loads is returned as it is."""
+        page = self.page
+        ms = timeout_s * 1000
+        item = dialog.locator("[role=button]").filter(has=page.get_by_text(section, exact=True)).first
+        try:
+            item.click(timeout=ms)
+        except Exception:  # noqa: BLE001 - a loaded machine can keep the dialog's grid animating past the timeout
+            self.console.append(f"note: the template section {section!r} did not take a click; clicked it directly")
+            item.dispatch_event("click")
+        page.wait_for_function("""([d, section]) => Array.from(d.querySelectorAll('span')).some(
+            s => s.textContent.trim() === section && !s.closest('nav') && s.getClientRects().length > 0)""",
+                               arg=[dialog.element_handle(timeout=ms), section], timeout=ms)  # the section's title
+        page.wait_for_timeout(500)  # the grid re-renders for the section
+        cards = dialog.locator('[data-testid^="template-workflow-"]')
+        for i in range(cards.count()):
+            card = cards.nth(i)
+            card.scroll_into_view_if_needed(timeout=ms)
+            try:
+                card.locator("img").first.wait_for(state="attached", timeout=ms)
+                page.wait_for_function("(el) => { const img = el.querySelector('img');"
+                                       " return !!img && img.complete && img.naturalWidth > 0; }",
+                                       arg=card.element_handle(), timeout=ms)
+            except Exception:  # noqa: BLE001 - reported below: the test says which thumbnail did not load
+                pass
+        return dialog.evaluate("""(d) => Object.fromEntries(
+            Array.from(d.querySelectorAll('[data-testid^="template-workflow-"]')).map(card => {
+                const img = card.querySelector('img'), title = card.querySelector('h3');
+                return [card.dataset.testid.slice('template-workflow-'.length), {
+                    title: title ? title.innerText.trim() : null, src: img ? img.getAttribute('src') : null,
+                    complete: !!img && img.complete, naturalWidth: img ? img.naturalWidth : 0,
+                    naturalHeight: img ? img.naturalHeight : 0}];
+            }))""")
+
     def screenshot(self, path: Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
