@@ -66,11 +66,16 @@ def test_malformed_shapes_score_low():
 # --- the lab model through the real server --------------------------------------------------------------------
 
 
+def combo_options(spec: list) -> list:
+    """A dropdown's values from /object_info: V1 ``[[values], {...}]`` or V3 ``["COMBO", {"options": [...]}]``."""
+    return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+
+
 @pytest.mark.e2e
 def test_lab_model_loads_and_samples_through_the_server(comfy_server):
     info = comfy_server.object_info()
-    assert UNET_FILE in info["MegapixelLabLoader"]["input"]["required"]["unet_name"][0]
-    assert VAE_FILE in info["VAELoader"]["input"]["required"]["vae_name"][0]
+    assert UNET_FILE in combo_options(info["MegapixelLabLoader"]["input"]["required"]["unet_name"])
+    assert VAE_FILE in combo_options(info["VAELoader"]["input"]["required"]["vae_name"])
     px = 2 * NATIVE_PX
     images = comfy_server.images(comfy_server.run(graphs.comparison_graph(px, seed=1, steps=8), timeout=600))
     by_branch = {}
