@@ -461,8 +461,9 @@ class ComfyPage:
                                arg=[dialog.element_handle(timeout=ms), section], timeout=ms)  # the section's title
         page.wait_for_timeout(500)  # the grid re-renders for the section
         cards = dialog.locator('[data-testid^="template-workflow-"]')
-        for i in range(cards.count()):
-            card = cards.nth(i)
+        shown: dict[str, dict] = {}
+        for i in range(cards.count()):  # each card read while in view: newer frontends drop the images of cards
+            card = cards.nth(i)         # scrolled out of view
             card.scroll_into_view_if_needed(timeout=ms)
             try:
                 card.locator("img").first.wait_for(state="attached", timeout=ms)
@@ -471,14 +472,15 @@ class ComfyPage:
                                        arg=card.element_handle(), timeout=ms)
             except Exception:  # noqa: BLE001 - reported below: the test says which thumbnail did not load
                 pass
-        return dialog.evaluate("""(d) => Object.fromEntries(
-            Array.from(d.querySelectorAll('[data-testid^="template-workflow-"]')).map(card => {
+            name, info = card.evaluate("""(card) => {
                 const img = card.querySelector('img'), title = card.querySelector('h3');
                 return [card.dataset.testid.slice('template-workflow-'.length), {
                     title: title ? title.innerText.trim() : null, src: img ? img.getAttribute('src') : null,
                     complete: !!img && img.complete, naturalWidth: img ? img.naturalWidth : 0,
                     naturalHeight: img ? img.naturalHeight : 0}];
-            }))""")
+            }""")
+            shown[name] = info
+        return shown
 
     def screenshot(self, path: Path) -> Path:
         path = Path(path)
