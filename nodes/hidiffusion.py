@@ -25,6 +25,9 @@ BLOCK_CHOICES = [OFFICIAL, OFF,
 
 def phase_for(choice: str, phase: str, family: str, start: float, end: float) -> Phase | None:
     """The Phase a block choice means for ``family`` (``phase`` is 'T1' or 'T2'); None for 'off'."""
+    if choice not in BLOCK_CHOICES:
+        raise ValueError(f"{RAU_NET_NAME}: {phase.lower()}_blocks: {choice!r} is not one of {', '.join(BLOCK_CHOICES)}. "
+                         f"Fix: pick one of those (official = the model family's HiDiffusion block map).")
     if choice == OFF:
         return None
     if choice == OFFICIAL:

@@ -56,3 +56,10 @@ def test_four_times_native_takes_the_2048_row(sd15):
 def test_bad_native_size_names_node_and_input(sd15, bad):
     with pytest.raises(ValueError, match="HiDiffusion: native_size"):
         one_click(sd15, native_size=bad)
+
+
+def test_out_of_list_block_choice_names_node_and_input():
+    from megapixel.nodes.hidiffusion import phase_for
+
+    with pytest.raises(ValueError, match=r"HiDiffusion RAU-Net \(advanced\): t1_blocks: 'pool at input 5' is not one"):
+        phase_for("pool at input 5", "T1", "SD1", 0.0, 0.4)
