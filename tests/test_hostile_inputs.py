@@ -304,7 +304,8 @@ HIDIFFUSION_CASES = [
          r"HiDiffusion.*(RAU-Net|MSW-MSA|rau_net|msw_msa)", needs=HD),
     Case("hd-target-negative", lambda m: patched(m, target_width=-8, target_height=-8), "refused", r"target_width",
          needs=HD),
-    Case("hd-same-model-patched-twice", lambda m: patched(m, times=2), "ok", size=(128, 128), needs=HD),
+    Case("hd-same-model-patched-twice", lambda m: patched(m, times=2), "fails",
+         r"HiDiffusion.*already has RAU-Net", needs=HD),  # refused when the second node runs (issue 12)
     Case("hd-size-not-multiple-of-8", lambda m: patched(m, width=100, height=60), "ok", size=(96, 56), needs=HD),
     Case("hd-aspect-1-to-8", lambda m: patched(m, width=64, height=512), "ok", size=(64, 512), needs=HD),
     Case("hd-aspect-8-to-1", lambda m: patched(m, width=512, height=64), "ok", size=(512, 64), needs=HD),
