@@ -320,7 +320,7 @@ HIDIFFUSION_CASES = [
     Case("rau-negative-fraction", lambda m: patched(m, node=RAU, t1_start=-0.5), "refused", r"t1_start", needs=RAU),
     Case("rau-wrong-model-family", lambda m: patched(m, node=RAU, model="sd3"), "fails", r"RAU-Net.*(U-Net|family)",
          needs=RAU),
-    Case("rau-family-forced-wrong", lambda m: patched(m, node=RAU, family="sdxl"), "fails", r"RAU-Net.*(SDXL|sdxl)",
+    Case("rau-family-forced-wrong", lambda m: patched(m, node=RAU, family="SDXL"), "fails", r"RAU-Net.*(SDXL|sdxl)",
          needs=RAU),
     Case("msw-good", lambda m: patched(m, node=MSW), "ok", size=(128, 128), needs=MSW),
     Case("msw-malformed-blocks", lambda m: patched(m, node=MSW, blocks="input 1, banana"), "fails",
