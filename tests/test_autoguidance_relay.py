@@ -11,6 +11,7 @@ import model_factory
 from megapixel.samplers import relay
 from megapixel.samplers.autoguidance import AutoguidanceGuider
 from support import make_cond
+from test_autoguidance import loads_during
 
 SIZE = 64
 
@@ -68,8 +69,6 @@ def test_single_stage_relay_is_core_sampler_custom_advanced(sd15, weak15):
 def test_stages_past_the_interval_do_not_load_the_weak_model(sd15, weak15):
     """Guidance in the first 40% of the timesteps only: the first stage loads and runs both models, the second stage
     (all of its sigmas below the interval) loads the main model alone."""
-    import comfy.model_management
-
     weak_scales = []
     guider = AutoguidanceGuider(sd15, scale_recorder(weak15, weak_scales), cfg=4.0, w=2.0, start_percent=0.0,
                                 end_percent=0.4)
@@ -77,20 +76,10 @@ def test_stages_past_the_interval_do_not_load_the_weak_model(sd15, weak15):
     sig = sigmas(sd15, 8)
     sigma_lo = sd15.get_model_object("model_sampling").percent_to_sigma(0.4)
     assert float(sig[3]) < sigma_lo < float(sig[2])  # stage 2 (steps 4 to 8) lies below the interval
-    loads = []
-    original = comfy.model_management.load_models_gpu
-
-    def spy(models, *a, **kw):
-        loads.append({id(m.model) for m in models})
-        return original(models, *a, **kw)
-
-    comfy.model_management.load_models_gpu = spy
-    try:
-        latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
-        relay.relay_sampler_custom(Noise_RandomNoise(3), guider, comfy.samplers.sampler_object("euler"), sig, latent,
-                                   stages="1, 2", step_split="3/5")
-    finally:
-        comfy.model_management.load_models_gpu = original
+    latent = {"samples": torch.zeros(1, 4, SIZE // 8, SIZE // 8)}
+    loads = loads_during(lambda: relay.relay_sampler_custom(
+        Noise_RandomNoise(3), guider, comfy.samplers.sampler_object("euler"), sig, latent, stages="1, 2",
+        step_split="3/5"))
     assert loads == [{id(sd15.model), id(weak15.model)}, {id(sd15.model)}]
     inside = [s for s in sig[:3].tolist() if s > sigma_lo]
     assert len(weak_scales) == len(inside) > 0
