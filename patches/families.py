@@ -12,6 +12,8 @@ import comfy.supported_models as sm
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, UNetModel, Upsample
 
+from .model_info import display_name
+
 SD1, SD2, SDXL = "SD1", "SD2", "SDXL"
 FAMILIES = (SD1, SD2, SDXL)
 SUPPORTED_TEXT = "SD1.x, SD2.x (incl. v-prediction) and SDXL-architecture U-Nets (SDXL base, SSD-1B, Vega, ...)"
@@ -25,8 +27,7 @@ class UnsupportedModelError(ValueError):
 
 
 def _model_name(model) -> str:
-    config = getattr(getattr(model, "model", None), "model_config", None)
-    return type(config).__name__ if config is not None else type(getattr(model, "model", model)).__name__
+    return display_name(model)
 
 
 def _unsupported(model, why: str, node: str) -> UnsupportedModelError:

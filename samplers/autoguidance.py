@@ -30,6 +30,8 @@ import comfy.sampler_helpers
 import comfy.samplers
 from comfy.model_patcher import ModelPatcher
 
+from ..patches.model_info import display_name
+
 NODE_NAME = "Autoguidance Guider"
 WEAK_MODEL_KEY = "megapixel_autoguidance_weak"
 
@@ -82,7 +84,24 @@ def _prediction_type(patcher: ModelPatcher) -> str:
 
 
 def _family(patcher: ModelPatcher) -> str:
-    return type(patcher.model.model_config).__name__
+    return display_name(patcher)
+
+
+# Config entries that fix what a model takes in (latent channels, the text/pooled/size conditioning it reads).  Two
+# models of one family may differ in everything else (width, depth, heads): that is what makes one of them weaker.
+_INPUT_KEYS = ("image_model", "in_channels", "out_channels", "context_dim", "adm_in_channels", "context_in_dim",
+               "vec_in_dim", "cap_feat_dim", "joint_attention_dim", "text_emb_dim", "caption_channels",
+               "text_states_dim", "text_states_dim_2", "pooled_projection_dim", "llama_layers")
+
+
+def _inputs_signature(patcher: ModelPatcher) -> dict:
+    """What the model's config says it takes in (see _INPUT_KEYS); SD3's text embedder by its input width."""
+    cfg = patcher.model.model_config.unet_config
+    out = {key: cfg[key] for key in _INPUT_KEYS if key in cfg}
+    embedder = cfg.get("context_embedder_config")
+    if isinstance(embedder, dict):
+        out["context_embedder_config.in_features"] = embedder.get("params", {}).get("in_features")
+    return out
 
 
 def validate_models(model: ModelPatcher, weak_model: ModelPatcher, node: str = NODE_NAME) -> None:
@@ -115,14 +134,19 @@ def validate_models(model: ModelPatcher, weak_model: ModelPatcher, node: str = N
             f"{node}: weak_model uses another prediction type ({weak_pred}, {weak_model.model.model_type.name}) "
             f"than model ({main_pred}, {model.model.model_type.name}). Fix: connect a weak model with the same "
             "prediction type (e.g. both eps or both v-prediction; a 'ModelSampling...' node can set it) to weak_model.")
-    main_cfg, weak_cfg = model.model.model_config.unet_config, weak_model.model.model_config.unet_config
-    for key, what in (("context_dim", "text-conditioning width"), ("adm_in_channels", "pooled/size conditioning")):
-        if main_cfg.get(key) != weak_cfg.get(key):
+    if type(model.model) is not type(weak_model.model):
+        raise ValueError(
+            f"{node}: weak_model is a {_family(weak_model)} model and model a {_family(model)} model: different "
+            "architectures take different conditioning, so the weak model cannot guide this one. Fix: connect a "
+            f"weaker {_family(model)} checkpoint (an earlier or smaller one of the same family) to weak_model.")
+    main_in, weak_in = _inputs_signature(model), _inputs_signature(weak_model)
+    for key in sorted(set(main_in) | set(weak_in)):
+        if main_in.get(key) != weak_in.get(key):
             raise ValueError(
-                f"{node}: weak_model expects another {what} ({key} {weak_cfg.get(key)}) than model "
-                f"({main_cfg.get(key)}): it is from another model family ({_family(weak_model)} vs {_family(model)}) "
-                "and cannot take the same conditioning. Fix: connect a weaker checkpoint of the same family as the "
-                "main model to weak_model.")
+                f"{node}: weak_model ({_family(weak_model)}) takes other inputs than model ({_family(model)}): its "
+                f"{key} is {weak_in.get(key)}, the main model's {main_in.get(key)}, so it cannot take the same "
+                "latents and conditioning. Fix: connect a weaker checkpoint of the same family as the main model "
+                "to weak_model.")
 
 
 def validate_settings(cfg: float, w: float, start_percent: float, end_percent: float, node: str = NODE_NAME) -> None:

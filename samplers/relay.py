@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -46,9 +47,11 @@ import comfy.samplers
 import comfy.utils
 from comfy.model_patcher import ModelPatcher
 
+from ..patches.model_info import display_name, latent_ratio, patch_size
 from .relay_dilate import DilationError, apply_dilation, middle_block_conv_keys
-from .relay_schedule import apply_rescheduling, is_flow, map_sigma
-from .relay_stages import StageSpecError, parse_split, parse_stages, slice_sigmas, split_steps, stage_sizes
+from .relay_schedule import apply_rescheduling, apply_size_shift, is_flow, is_size_shifted, map_sigma, size_shift
+from .relay_stages import (StageSpecError, parse_split, parse_stages, round_half_up, slice_sigmas, split_steps,
+                           stage_sizes)
 
 UPSCALE_METHODS = ["bicubic", "bislerp", "bilinear", "area", "nearest-exact", "lanczos"]
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # golden-ratio stride: stage seeds far apart from the user's neighbouring seeds
@@ -65,46 +68,94 @@ class RelayStage:
     height: int  # latent pixels
     width: int
     steps: int
-    sigmas: torch.Tensor  # this stage's slice of the schedule (re-scheduled when enabled)
+    sigmas: torch.Tensor  # this stage's slice of the schedule (re-scheduled / re-shifted when enabled)
     scale: float  # side length over the first stage's: sqrt of the area ratio
     reschedule: bool = False
     dilate: bool = False
+    shift: float | None = None  # a size-shifted flow model's shift (mu) for this stage's size, when not the model's
 
     @property
     def patched(self) -> bool:
-        return self.reschedule or self.dilate
+        return self.reschedule or self.dilate or self.shift is not None
 
 
 @dataclass
 class RelayPlan:
     stages: list[RelayStage]
     flow: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings for the user (logged when the relay starts)
 
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
 
+NOTHING_KEPT_SIGMA = 0.97  # a flow stage that starts above this noise level keeps under 3% of what it was handed
+
+
+def spatial_dims(latent_shape: tuple[int, ...], n_stages: int) -> tuple[int, int]:
+    """(height, width) of an image latent: [B, C, H, W], or [B, C, 1, H, W] (Qwen-Image and other models whose
+    latents carry a frame axis).  Raises StageSpecError for other shapes when there is more than one stage."""
+    if len(latent_shape) == 4 or (len(latent_shape) == 5 and latent_shape[2] == 1):
+        return latent_shape[-2], latent_shape[-1]
+    if n_stages > 1:
+        what = (f"a video latent of {latent_shape[2]} frames" if len(latent_shape) == 5
+                else f"a latent of shape {tuple(latent_shape)}")
+        raise StageSpecError("latent_image", f"is {what}; the relay enlarges still images ([batch, channels, height, "
+                                             "width], or one frame). Fix: use one stage ('1') for this latent.")
+    return latent_shape[-2], latent_shape[-1]
+
+
 def plan_relay(sigmas: torch.Tensor, latent_shape: tuple[int, ...], stages: str, step_split: str = "", *,
-               model_sampling=None, reschedule: bool = False, dilate: bool = False) -> RelayPlan:
-    """Check the stage inputs against the latent and the schedule and cut the schedule.  Raises StageSpecError."""
-    if len(latent_shape) != 4:
-        raise StageSpecError("latent_image", f"has shape {tuple(latent_shape)}; the relay works on image latents "
-                                             "[batch, channels, height, width]. Fix: use an image model's latent.")
+               model_sampling=None, reschedule: bool = False, dilate: bool = False, ratio: int = 8,
+               patch: int = 1) -> RelayPlan:
+    """Check the stage inputs against the latent and the schedule and cut the schedule.  Raises StageSpecError.
+
+    ``ratio`` and ``patch`` are the model's pixels per latent pixel and latent pixels per token (stage sizes respect
+    both).  A flow model whose shift depends on the image size (``ModelSamplingFlux``: Flux, Chroma, Qwen-Image as
+    loaded) samples every stage at its own size's shift: the schedule is read as the first stage's (the latent's
+    size), and later stages re-shift the same timesteps, so a boundary sits at the same resolution-adjusted signal
+    level, not at the same noise level."""
     spec = parse_stages(stages)
     weights = parse_split(step_split, len(spec))
-    sizes = stage_sizes(spec, latent_shape[2], latent_shape[3])
+    height, width = spatial_dims(latent_shape, len(spec))
+    sizes = stage_sizes(spec, height, width, ratio, patch)
     counts = split_steps(len(sigmas) - 1, len(spec), weights)
     flow = model_sampling is not None and is_flow(model_sampling)
+    shifted = model_sampling is not None and is_size_shifted(model_sampling)
     h0, w0 = sizes[0]
-    out = []
+    plan = RelayPlan([], flow=flow)
     for k, ((h, w), s) in enumerate(zip(sizes, slice_sigmas(sigmas, counts))):
         scale = math.sqrt((h * w) / (h0 * w0))
-        resched = reschedule and k > 0 and scale != 1.0
-        out.append(RelayStage(k, h, w, len(s) - 1, map_sigma(s, scale, flow) if resched else s, scale,
-                              reschedule=resched, dilate=dilate and k > 0))
-    return RelayPlan(out, flow=flow)
+        shift = None
+        if shifted and k > 0:
+            shift = size_shift(model_sampling, (h0 * w0) * ratio * ratio, (h * w) * ratio * ratio)
+            s = map_sigma(s, math.exp(shift - float(model_sampling.shift)), True)
+        resched = reschedule and not shifted and k > 0 and scale != 1.0
+        plan.stages.append(RelayStage(k, h, w, len(s) - 1, map_sigma(s, scale, flow) if resched else s, scale,
+                                      reschedule=resched, dilate=dilate and k > 0, shift=shift))
+    if shifted and reschedule:
+        plan.notes.append("noise_rescheduling: this model's shift depends on the image size, so every stage already "
+                          "samples at its own size's shift; the switch adds nothing on top.")
+    if flow:
+        _note_lost_stages(plan)
+    return plan
+
+
+def _note_lost_stages(plan: RelayPlan) -> None:
+    """Warn where a flow schedule leaves a stage nothing to keep (its start, or the first stage's end, is noise)."""
+    first = plan.stages[0]
+    if len(plan.stages) > 1 and float(first.sigmas[-1]) >= NOTHING_KEPT_SIGMA:
+        plan.notes.append(
+            f"the first stage ends at noise level {float(first.sigmas[-1]):.2f}: it hands the next stage almost pure "
+            "noise. The model's shift is likely set for a larger image (e.g. ModelSamplingFlux's width/height). Fix: "
+            "set the shift for the first stage's size (the input latent's).")
+    for stage in plan.stages[1:]:
+        start = float(stage.sigmas[0])
+        if start >= NOTHING_KEPT_SIGMA:
+            plan.notes.append(
+                f"stage {stage.index + 1} restarts at noise level {start:.2f}: it keeps almost nothing of the stage "
+                "before. Fix: give the later stages a larger share of the steps (step_split), or smaller jumps.")
 
 
 def stage_seed(seed: int, stage: int) -> int:
@@ -145,9 +196,13 @@ def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 
 def resize(samples: torch.Tensor, height: int, width: int, method: str) -> torch.Tensor:
-    """Resize [B, C, H, W] to (height, width) with one of UPSCALE_METHODS."""
+    """Resize [B, C, H, W] (or [B, C, T, H, W], frame by frame) to (height, width) with one of UPSCALE_METHODS."""
     if tuple(samples.shape[-2:]) == (height, width):
         return samples
+    if samples.ndim == 5:
+        b, c, t = samples.shape[:3]
+        flat = samples.movedim(2, 1).reshape(b * t, c, *samples.shape[-2:])
+        return resize(flat, height, width, method).reshape(b, t, c, height, width).movedim(1, 2)
     if method == "lanczos":
         return _lanczos(samples, width, height)
     return comfy.utils.common_upscale(samples, width, height, method, "disabled")
@@ -170,26 +225,33 @@ def vae_upscaler(vae, method: str) -> Upscaler:
     def upscale(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         ratio = vae_ratio(vae)
         pixels = vae.decode(x)
-        if pixels.ndim == 5:  # some VAEs return [B, T, H, W, C]
+        if pixels.ndim == 5:  # video-style VAEs return [B, T, H, W, C]
             pixels = pixels.reshape(-1, *pixels.shape[-3:])
         pixels = resize(pixels[..., :3].movedim(-1, 1), h * ratio, w * ratio, method).movedim(1, -1)
-        return vae.encode(pixels.clamp(0.0, 1.0)).to(x.device, x.dtype)
+        out = vae.encode(pixels.clamp(0.0, 1.0))
+        if out.ndim != x.ndim:  # e.g. an image VAE's [B, C, H, W] for a model that keeps a frame axis
+            out = out.reshape(*x.shape[:-2], *out.shape[-2:])
+        return out.to(x.device, x.dtype)
     return upscale
 
 
-def vae_ratio(vae) -> int:
+def vae_ratio(vae) -> int | None:
+    """The VAE's pixels per latent pixel (one side), or None when it does not say one number."""
     ratio = getattr(vae, "downscale_ratio", 8)
-    return ratio if isinstance(ratio, int) else 8
+    if isinstance(ratio, (tuple, list)) and ratio and isinstance(ratio[-1], int):  # (frames, height, width)
+        ratio = ratio[-1]
+    return ratio if isinstance(ratio, int) else None
 
 
 def check_vae(vae, model: ModelPatcher, node: str) -> None:
-    """The VAE must produce this model's latents (channels and 8x compression of the stage sizes)."""
+    """The VAE must produce this model's latents (its channels, at its compression of the image)."""
     channels = model.get_model_object("latent_format").latent_channels
-    if getattr(vae, "latent_channels", channels) != channels or vae_ratio(vae) != 8:
+    ratio = latent_ratio(model)
+    if getattr(vae, "latent_channels", channels) != channels or vae_ratio(vae) != ratio:
         raise RelayError(f"{node}: vae: this VAE makes {getattr(vae, 'latent_channels', '?')}-channel latents at 1/"
-                         f"{vae_ratio(vae)} of the image size, the model works on {channels}-channel latents at 1/8. "
-                         "Fix: connect the VAE that belongs to the model (or disconnect it to upscale in latent "
-                         "space).")
+                         f"{vae_ratio(vae) or '?'} of the image size, the model ({display_name(model)}) works on "
+                         f"{channels}-channel latents at 1/{ratio}. Fix: connect the VAE that belongs to the model "
+                         "(or disconnect it to upscale in latent space).")
 
 
 # --- per-stage guiders ------------------------------------------------------------------------------------------------
@@ -211,6 +273,8 @@ def stage_model_fn(stage: RelayStage) -> Callable[[ModelPatcher], ModelPatcher] 
         return None
 
     def fn(model: ModelPatcher) -> ModelPatcher:
+        if stage.shift is not None:
+            model = apply_size_shift(model, stage.shift)
         if stage.reschedule:
             model = apply_rescheduling(model, stage.scale)
         if stage.dilate:
@@ -219,13 +283,19 @@ def stage_model_fn(stage: RelayStage) -> Callable[[ModelPatcher], ModelPatcher] 
     return fn
 
 
-def scale_area_conds(conds: dict, fy: float, fx: float, height: int, width: int) -> dict | None:
-    """Copies of ``conds`` (a guider's ``original_conds``) with absolute areas scaled to the stage, or None if no
-    cond has one.  Areas are (h, w, y, x) in latent pixels; percentage areas and masks need nothing."""
+def scale_spatial_conds(conds: dict, fy: float, fx: float, height: int, width: int,
+                        method: str = "bicubic") -> dict | None:
+    """Copies of ``conds`` (a guider's ``original_conds``) with what has a size in latent pixels scaled to the stage,
+    or None if no cond has any: absolute areas (h, w, y, x) and reference latents (Flux Kontext, Qwen-Image-Edit:
+    ``reference_latents``, resized by the stage's factor).  Percentage areas and masks resize themselves."""
     def scaled(area):
         h, w, y, x = area
         y2, x2 = min(round(y * fy), height - 1), min(round(x * fx), width - 1)
         return (max(1, min(round(h * fy), height - y2)), max(1, min(round(w * fx), width - x2)), y2, x2)
+
+    def resized(ref: torch.Tensor) -> torch.Tensor:
+        h, w = ref.shape[-2:]
+        return resize(ref, max(1, round_half_up(h * fy)), max(1, round_half_up(w * fx)), method)
 
     found = False
     out = {}
@@ -239,19 +309,23 @@ def scale_area_conds(conds: dict, fy: float, fx: float, height: int, width: int)
             elif area is not None and area[0] != "percentage":
                 raise RelayError(f"area conditioning with {len(area)} values ({area}) cannot be scaled to the relay "
                                  "stages. Fix: use percentage areas (Conditioning (Set Area with Percentage)) or masks.")
+            refs = c.get("reference_latents") if isinstance(c, dict) else None
+            if refs:
+                c = dict(c, reference_latents=[resized(r) for r in refs])
+                found = True
             new_list.append(c)
         out[key] = new_list
     return out if found else None
 
 
-def stage_guider(guider, stage: RelayStage, first: RelayStage):
-    """The guider for ``stage``: models patched for the stage, area conds scaled to it.  ``guider`` is untouched."""
+def stage_guider(guider, stage: RelayStage, first: RelayStage, method: str = "bicubic"):
+    """The guider for ``stage``: models patched for the stage, spatial conds scaled to it.  ``guider`` is untouched."""
     fn = stage_model_fn(stage)
     g = guider if fn is None else map_guider_models(guider, fn)
     conds = getattr(g, "original_conds", None)
     if stage.index > 0 and isinstance(conds, dict):
-        scaled = scale_area_conds(conds, stage.height / first.height, stage.width / first.width,
-                                  stage.height, stage.width)
+        scaled = scale_spatial_conds(conds, stage.height / first.height, stage.width / first.width,
+                                     stage.height, stage.width, method)
         if scaled is not None:
             g = copy.copy(g) if g is guider else g
             g.original_conds = scaled
@@ -348,10 +422,14 @@ def _check_stage_count(stages: str, steps: int, node: str) -> None:
 
 def _plan(sigmas, latent_image, stages, step_split, model: ModelPatcher, reschedule, dilate, node) -> RelayPlan:
     try:
-        return plan_relay(sigmas, tuple(latent_image.shape), stages, step_split,
-                          model_sampling=model.get_model_object("model_sampling"), reschedule=reschedule, dilate=dilate)
+        plan = plan_relay(sigmas, tuple(latent_image.shape), stages, step_split,
+                          model_sampling=model.get_model_object("model_sampling"), reschedule=reschedule,
+                          dilate=dilate, ratio=latent_ratio(model), patch=patch_size(model))
     except StageSpecError as e:
         raise RelayError(f"{node}: {e}") from None
+    for note in plan.notes:
+        logging.warning("%s: %s", node, note)
+    return plan
 
 
 def relay_ksampler(model: ModelPatcher, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,

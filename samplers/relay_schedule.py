@@ -13,6 +13,8 @@ only the noise level of the latent changes.  Everything that reads the schedule 
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import comfy.model_sampling
@@ -21,6 +23,34 @@ from comfy.model_patcher import ModelPatcher
 
 def is_flow(model_sampling) -> bool:
     return isinstance(model_sampling, comfy.model_sampling.CONST)
+
+
+def is_size_shifted(model_sampling) -> bool:
+    """Whether the model's shift depends on the image size (``ModelSamplingFlux``: its ``shift`` is mu, which
+    ComfyUI's ModelSamplingFlux node sets from the width and height)."""
+    return isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux)
+
+
+# The ModelSamplingFlux node's defaults: mu = base_shift at 256 tokens (of 16x16 px), max_shift at 4096 (1024x1024 px).
+FLUX_BASE_SHIFT, FLUX_MAX_SHIFT = 0.5, 1.15
+FLUX_SHIFT_PER_PX = (FLUX_MAX_SHIFT - FLUX_BASE_SHIFT) / ((4096 - 256) * 256)
+
+
+def size_shift(model_sampling, from_area_px: float, to_area_px: float) -> float:
+    """The shift (mu) for an image of ``to_area_px`` pixels, given the model's for ``from_area_px``: mu grows with
+    the area at the ModelSamplingFlux node's default slope (the user's base/max setting stays in the offset)."""
+    return float(model_sampling.shift) + FLUX_SHIFT_PER_PX * (to_area_px - from_area_px)
+
+
+def apply_size_shift(model: ModelPatcher, shift: float) -> ModelPatcher:
+    """A clone of ``model`` whose ModelSamplingFlux has ``shift`` (mu), as the ModelSamplingFlux node would set it;
+    the model is told the true noise level (``timestep(sigma) = sigma``).  ``model`` itself is untouched."""
+    base = model.get_model_object("model_sampling")
+    shifted = copy.deepcopy(base)
+    shifted.set_parameters(shift=shift)
+    clone = model.clone()
+    clone.add_object_patch("model_sampling", shifted)
+    return clone
 
 
 def map_sigma(sigma, scale: float, flow: bool):

@@ -120,25 +120,35 @@ def round_half_up(x: float) -> int:
     return math.floor(x + 0.5 + 1e-9)
 
 
-def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int) -> list[tuple[int, int]]:
+def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int, ratio: int = LATENT_PX,
+                patch: int = 1) -> list[tuple[int, int]]:
     """(height, width) of every stage in latent pixels, for an input latent of that size.
 
-    Factors scale both sides and round half up to whole latent pixels (8 px); sizes must start at the input latent's
-    size."""
+    ``ratio`` is the model's pixels per latent pixel (8 for SD and Flux.1, 16 for Flux.2, 32 for HunyuanImage 2.1),
+    ``patch`` its latent pixels per transformer token (2 for most DiTs, 1 for U-Nets).  Factors scale both sides and
+    round half up to whole tokens; sizes must start at the input latent's size, and later ones be whole tokens."""
     if spec.sizes:
         first_w, first_h = spec.sizes[0]
-        if (first_h // LATENT_PX, first_w // LATENT_PX) != (latent_height, latent_width):
+        if (first_h, first_w) != (latent_height * ratio, latent_width * ratio):
             raise StageSpecError(
                 "stages", f"the first stage is {first_w}x{first_h} but the input latent is "
-                          f"{latent_width * LATENT_PX}x{latent_height * LATENT_PX} px. Fix: start the list with the "
+                          f"{latent_width * ratio}x{latent_height * ratio} px. Fix: start the list with the "
                           "latent's size, or make the latent (e.g. Empty Latent Image) the first stage's size.")
-        out = [(h // LATENT_PX, w // LATENT_PX) for w, h in spec.sizes]
+        step = ratio * patch
+        for w, h in spec.sizes[1:]:
+            if w % step or h % step:
+                raise StageSpecError(
+                    "stages", f"size {w}x{h} is not a multiple of {step} px, this model's token size ({ratio} px per "
+                              f"latent pixel x {patch} latent pixels per token). Fix: use e.g. "
+                              f"{max(step, round_half_up(w / step) * step)}x{max(step, round_half_up(h / step) * step)}.")
+        out = [(h // ratio, w // ratio) for w, h in spec.sizes]
     else:
-        out = [(max(1, round_half_up(latent_height * f)), max(1, round_half_up(latent_width * f)))
-               for f in spec.factors]
+        out = [(max(patch, patch * round_half_up(latent_height * f / patch)),
+                max(patch, patch * round_half_up(latent_width * f / patch))) if f != 1.0
+               else (latent_height, latent_width) for f in spec.factors]
     for (h0, w0), (h1, w1) in zip(out, out[1:]):
         if (h1, w1) == (h0, w0):
-            raise StageSpecError("stages", f"two stages round to the same size {w0 * LATENT_PX}x{h0 * LATENT_PX} px "
+            raise StageSpecError("stages", f"two stages round to the same size {w0 * ratio}x{h0 * ratio} px "
                                            "for this latent. Fix: space the scale factors further apart.")
     return out
 

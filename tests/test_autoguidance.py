@@ -288,7 +288,7 @@ def lora_like(model, scale: float):
     ("lora_clone", r"Autoguidance Guider: weak_model is a patched copy of the same loaded checkpoint.*LoRA.*Fix:"),
     ("latent_space", r"Autoguidance Guider: weak_model works in another latent space \(SDXL latents.*Fix:"),
     ("prediction", r"Autoguidance Guider: weak_model uses another prediction type.*V_PREDICTION.*Fix:"),
-    ("context", r"Autoguidance Guider: weak_model expects another text-conditioning width.*Fix:"),
+    ("context", r"Autoguidance Guider: weak_model \(SD2.x\) takes other inputs than model \(SD1.5\): its context_dim.*Fix:"),
 ])
 def test_validation_errors(sd15, sdxl, case, match):
     main = sd15

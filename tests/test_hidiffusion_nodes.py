@@ -118,7 +118,7 @@ def test_one_click_validates_its_inputs(sd15):
         run_node(HiDiffusion, model=sd15, target_width=1024)
     with pytest.raises(ValueError, match="both RAU-Net and MSW-MSA are switched off"):
         run_node(HiDiffusion, model=sd15, rau_net=False, msw_msa=False)
-    with pytest.raises(families.UnsupportedModelError, match="HiDiffusion: the model \\(Flux\\)"):
+    with pytest.raises(families.UnsupportedModelError, match="HiDiffusion: the model \\(Flux.1 dev\\)"):
         run_node(HiDiffusion, model=tiny_flux())
 
 

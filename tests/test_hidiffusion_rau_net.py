@@ -69,7 +69,7 @@ def test_non_unet_models_get_a_clear_error():
 def test_rejected_unet_configs_get_a_clear_error():
     refiner = model_factory.build_unet_model("sdxl", model_factory.TINY_CONFIGS["sdxl"], seed=0, head_channels=8)
     refiner.model.model_config = sm.SDXLRefiner(dict(model_factory.TINY_CONFIGS["sdxl"]))
-    with pytest.raises(families.UnsupportedModelError, match="SDXLRefiner"):
+    with pytest.raises(families.UnsupportedModelError, match="SDXL refiner"):
         families.detect_layout(refiner)
 
 

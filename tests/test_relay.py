@@ -339,12 +339,12 @@ def test_absolute_area_conds_are_scaled_to_the_stage(sd15):
 
 def test_area_scaling_clamps_to_the_stage():
     conds_ = {"positive": [{"area": (16, 16, 0, 0)}, {"area": ("percentage", 0.5, 0.5, 0, 0)}, {}]}
-    out = relay.scale_area_conds(conds_, 1.5, 1.5, 24, 24)
+    out = relay.scale_spatial_conds(conds_, 1.5, 1.5, 24, 24)
     assert out["positive"][0]["area"] == (24, 24, 0, 0)
     assert out["positive"][1]["area"] == ("percentage", 0.5, 0.5, 0, 0)
-    assert relay.scale_area_conds({"positive": [{}]}, 2, 2, 32, 32) is None
+    assert relay.scale_spatial_conds({"positive": [{}]}, 2, 2, 32, 32) is None
     with pytest.raises(relay.RelayError, match="cannot be scaled"):
-        relay.scale_area_conds({"positive": [{"area": (4, 4, 4, 0, 0, 0)}]}, 2, 2, 32, 32)
+        relay.scale_spatial_conds({"positive": [{"area": (4, 4, 4, 0, 0, 0)}]}, 2, 2, 32, 32)
 
 
 def test_areas_scale_each_axis_by_its_own_factor(sd15):
