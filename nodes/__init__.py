@@ -1,6 +1,6 @@
 """Node classes: inputs, outputs, validation and docs.  The work itself lives in ``patches/`` and ``samplers/``."""
 from comfy_api.latest import io
 
-from . import autoguidance, hidiffusion, relay
+from . import autoguidance, dype, hidiffusion, relay
 
-NODES: list[type[io.ComfyNode]] = [*hidiffusion.NODES, *relay.NODES, *autoguidance.NODES]
+NODES: list[type[io.ComfyNode]] = [*hidiffusion.NODES, *relay.NODES, *autoguidance.NODES, *dype.NODES]
