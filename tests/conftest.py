@@ -71,12 +71,16 @@ def random_weak_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def comfy_server(host, random_checkpoint, random_weak_checkpoint):
     """A real ComfyUI server on 127.0.0.1 with this pack loaded, the random checkpoints (main, weak) installed, and
-    the quality lab (its U-Nets, its TAESD autoencoder and its development-only loader node)."""
+    the quality lab (its U-Nets, its TAESD autoencoder and its development-only nodes, with the tiny DiT stand-ins) and
+    a stand-in Flux.1 VAE."""
     from comfy_server import ComfyServer
     from lab.files import server_layout
+    from tiny_dits import save_stand_in_vae
 
+    layout = server_layout()
+    layout["models"]["vae"] = [*layout["models"]["vae"], save_stand_in_vae(FIXTURE_DIR)]  # the DiT workflows' VAE
     server = ComfyServer(host, checkpoints=[random_checkpoint, random_weak_checkpoint],
-                         cpu=not torch.cuda.is_available(), **server_layout())
+                         cpu=not torch.cuda.is_available(), **layout)
     server.start()
     try:
         yield server

@@ -14,7 +14,6 @@ import comfy.samplers
 import comfy.sd
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-import model_factory
 import tiny_dits
 from megapixel.patches import model_info
 from megapixel.samplers import relay
@@ -146,14 +145,11 @@ def test_video_latents_are_refused_with_one_stage_allowed(models):
 
 # --- VAE upscaling ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def taef16():
+def taef16(tmp_path_factory):
     """A real ComfyUI VAE: TAESD with 16 latent channels at 1/8 (Flux.1's latent space), seeded."""
-    import comfy.taesd.taesd as taesd
+    import comfy.utils
 
-    net = taesd.TAESD(latent_channels=16)  # built with ComfyUI's uninitialised layers
-    model_factory.init_weights(net, seed=0)
-    sd = net.state_dict()  # taesd_encoder.*, taesd_decoder.*, vae_scale, vae_shift
-    return comfy.sd.VAE(sd=sd)
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tiny_dits.save_stand_in_vae(tmp_path_factory.mktemp("vae")))))
 
 
 def test_vae_upscaling_on_flux(models, taef16):

@@ -28,6 +28,7 @@ TECHNIQUE = {
     "megapixel-all-three-sd15": ("relay_hidiffusion", 4),
     "relay-sd15-512-768-1024": ("relay", 2),
     "relay-sdxl-1024-2048": ("relay", 2),
+    "relay-autoguidance-flux1-1024-2048": ("relay", 2),  # no DiT is trained here: the lab U-Net's relay
 }
 
 

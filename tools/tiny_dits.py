@@ -384,3 +384,27 @@ def round_trips(family: str) -> bool:
         return False
     theirs = rebuilt.diffusion_model.state_dict()
     return set(theirs) == set(sd) and all(tuple(theirs[k].shape) == tuple(v.shape) for k, v in sd.items())
+
+
+STAND_IN_VAE = "megapixel-tiny-taesd16.safetensors"
+
+
+def save_stand_in_vae(cache_dir, latent_channels: int = 16, seed: int = 0) -> Path:
+    """A seeded random TAESD with ``latent_channels`` channels at 1/8 (Flux.1's latent space for 16), saved where the
+    stock *Load VAE* node reads it (ComfyUI detects TAESD from the ``taesd_decoder`` keys).  Cached in ``cache_dir``."""
+    import comfy.taesd.taesd as taesd
+
+    path = Path(cache_dir) / (STAND_IN_VAE if latent_channels == 16
+                              else STAND_IN_VAE.replace("16", str(latent_channels)))
+    if path.exists():
+        return path
+    net = taesd.TAESD(latent_channels=latent_channels)  # ComfyUI's uninitialised layers: fill them
+    model_factory.init_weights(net, seed)
+    with torch.no_grad():
+        net.vae_scale.fill_(1.0)
+        net.vae_shift.fill_(0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    comfy.utils.save_torch_file({k: v.half() for k, v in net.state_dict().items()}, str(partial))
+    partial.rename(path)
+    return path

@@ -1,11 +1,14 @@
-"""Development-only ComfyUI nodes for the quality lab (never part of the shipped pack).
+"""Development-only ComfyUI nodes for the quality lab and the DiT stand-ins (never part of the shipped pack).
 
 The tooling links this folder into a test or demo server's ``custom_nodes/`` as ``megapixel_lab``.  The stock
 checkpoint detector only knows SD1.5 at full width, so the lab's small SD1.5-class U-Nets are loaded here, from
-ComfyUI's own classes; the lab autoencoder is a TAESD file that the stock *Load VAE* node loads.
+ComfyUI's own classes; the lab autoencoder is a TAESD file that the stock *Load VAE* node loads.  Likewise the pinned
+host's loaders cannot build a tiny Flux (they fix its head count), nor load tiny text encoders: the shipped DiT
+workflows run in the tests with these two nodes in place of the diffusion-model loader and the text encoder.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ _TOOLS = Path(__file__).resolve().parent.parent.parent
 if str(_TOOLS) not in sys.path:
     sys.path.insert(0, str(_TOOLS))
 
+import tiny_dits  # noqa: E402
 from lab import models  # noqa: E402
 
 
@@ -48,10 +52,48 @@ class MegapixelLabLoader(io.ComfyNode):
         return io.NodeOutput(model, models.conditioning())
 
 
+class MegapixelTinyDiT(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MegapixelTinyDiT",
+            display_name="Megapixel Tiny DiT (dev)",
+            category="megapixel/lab",
+            description="A tiny seeded model of a DiT family, built from the host's own classes. Development only.",
+            inputs=[io.Combo.Input("family", options=list(tiny_dits.FAMILIES), tooltip="The DiT family."),
+                    io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the weights.")],
+            outputs=[io.Model.Output(tooltip="The tiny model (random weights).")],
+        )
+
+    @classmethod
+    def execute(cls, family, seed) -> io.NodeOutput:
+        return io.NodeOutput(tiny_dits.tiny_dit(family, seed))
+
+
+class MegapixelTinyDiTTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MegapixelTinyDiTTextEncode",
+            display_name="Megapixel Tiny DiT Text Encode (dev)",
+            category="megapixel/lab",
+            description=("Conditioning shaped as a DiT family's text encoders make it, seeded from the text. "
+                         "Development only."),
+            inputs=[io.Combo.Input("family", options=list(tiny_dits.FAMILIES), tooltip="The DiT family."),
+                    io.String.Input("text", multiline=True, tooltip="Only its hash is used (as the seed).")],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, family, text) -> io.NodeOutput:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        return io.NodeOutput(tiny_dits.conditioning(family, seed=seed))
+
+
 class MegapixelLabExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [MegapixelLabLoader]
+        return [MegapixelLabLoader, MegapixelTinyDiT, MegapixelTinyDiTTextEncode]
 
 
 async def comfy_entrypoint() -> MegapixelLabExtension:
