@@ -17,7 +17,8 @@ def _relay_inputs() -> list:
         io.String.Input("stages", default="1, 1.5, 2", tooltip=(
             "The resolution stages, low to high. Scale factors of the input latent ('1, 1.5, 2': a 512 px latent "
             "becomes 768 then 1024 px) or sizes in pixels ('512x512, 768x768, 1024x1024', the first one the "
-            "latent's size, all multiples of 8). One stage ('1') is a plain sampler.")),
+            "latent's size, all multiples of 8 and of the model's token size: 16 px for Flux and most DiTs, 32 for "
+            "HunyuanImage). Factors round to whole tokens. One stage ('1') is a plain sampler.")),
         io.String.Input("step_split", default="", tooltip=(
             "How the steps are shared by the stages: one share per stage, e.g. '80/10/10' or '40, 5, 5' (shares are "
             "proportions of the total steps). Empty = MegaFusion's default: 80% for the first stage, the last 20% "
@@ -28,7 +29,8 @@ def _relay_inputs() -> list:
         io.Boolean.Input("noise_rescheduling", default=False, tooltip=(
             "MegaFusion's noise re-scheduling: a stage at scale s samples at s times the noise level (flow models: "
             "the equivalent time shift) for the same timestep, since larger images keep more of their signal under "
-            "the same noise. Off: every stage uses the schedule as it is.")),
+            "the same noise. Off: every stage uses the schedule as it is. Models whose shift depends on the image "
+            "size (Flux, Chroma) always sample each stage at its own size's shift; this switch adds nothing there.")),
         io.Boolean.Input("dilated_middle_block", default=False, tooltip=(
             "Dilate the U-Net middle block's resnet convolutions (dilation 2, same weights) in the stages after the "
             "first, to widen the context at higher resolutions. SD1.x, SD2.x and SDXL U-Nets only.")),

@@ -2,6 +2,7 @@
 
     .host/venv/bin/python tools/bench_relay.py                      # CPU-sized: 256 -> 384 -> 512 px, 10 steps
     .host/venv/bin/python tools/bench_relay.py --size 1024 --steps 50 --device cuda   # the paper's SD1.5 setting
+    .host/venv/bin/python tools/bench_relay.py --model flux          # a Flux.1-shaped DiT: 256 -> 512 px, 10 steps
 
 Both run the full-size SD1.5 U-Net (random weights: real shapes, real FLOPs) with random conditioning through
 ComfyUI's own CFGGuider and sampler, side by side in one process, after a warm-up of each.  Printed: the wall time
@@ -126,6 +127,70 @@ def bench(size: int = 512, stages: str = "1, 1.5, 2", steps: int = 10, cfg: floa
     return r
 
 
+# A Flux.1-shaped transformer for timing: Flux's real head width (128), MLP ratio, RoPE axes, patches and latent
+# space, at a fraction of its width and depth (the full 3072-wide, 19+38-block model does not fit a CPU benchmark).
+FLUX_SHAPE = dict(hidden_size=768, num_heads=6, depth=1, depth_single_blocks=2)
+FLUX_TEXT_TOKENS = 64  # an eighth of T5's 512, as the image tokens are far fewer than at 1024 px
+
+
+def bench_flux(size: int = 512, stages: str = "1, 2", steps: int = 10, repeat: int = 1, device: str = "auto",
+               log=print) -> dict:
+    """Time the relay (default split) against direct sampling at ``size`` px on a Flux.1-shaped model, cfg 1
+    (guidance-distilled, one model pass per step), euler, its own size-dependent shift at every stage."""
+    import_in_process(device)
+    import torch
+
+    import comfy.model_management
+    import comfy.samplers
+    import comfy.utils
+    import tiny_dits
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+    from megapixel.samplers import relay
+
+    model = tiny_dits.tiny_dit(tiny_dits.FLUX_DEV, seed=0, **FLUX_SHAPE)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(tiny_dits.conditioning(tiny_dits.FLUX_DEV, tokens=FLUX_TEXT_TOKENS, seed=1), [])
+    guider.set_cfg(1.0)
+    sampler = comfy.samplers.sampler_object("euler")
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)
+    factors = relay.parse_stages(stages).factors
+    first = round(size / factors[-1] / 16) * 16  # whole 16 px tokens
+
+    def run_relay() -> None:
+        relay.relay_sampler_custom(Noise_RandomNoise(1), guider, sampler, sigmas,
+                                   {"samples": tiny_dits.empty_latent(tiny_dits.FLUX_DEV, first, first)}, stages=stages)
+
+    def run_direct() -> None:
+        lat = tiny_dits.empty_latent(tiny_dits.FLUX_DEV, size, size)
+        guider.sample(torch.randn(lat.shape, generator=torch.Generator().manual_seed(1)), lat, sampler, sigmas,
+                      disable_pbar=True, seed=1)
+
+    def timed(fn) -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    plan = relay.plan_relay(sigmas, (1, 16, first // 8, first // 8), stages, ratio=8, patch=2,
+                            model_sampling=model.get_model_object("model_sampling"))
+    ideal = sum(st.steps * (st.height * st.width) for st in plan.stages) / (steps * (size // 8) ** 2)
+    progress = comfy.utils.PROGRESS_BAR_ENABLED
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    try:
+        timed(run_relay), timed(run_direct)  # warm-up
+        runs = [(timed(run_relay), timed(run_direct)) for _ in range(repeat)]
+    finally:
+        comfy.utils.PROGRESS_BAR_ENABLED = progress
+    r = {"relay_s": statistics.median(a[0] for a, _ in runs), "direct_s": statistics.median(b[0] for _, b in runs),
+         "cpu_ratio": statistics.median(a[1] for a, _ in runs) / statistics.median(b[1] for _, b in runs),
+         "ideal": ideal, "first_px": first, "final_px": size, "steps": steps, "split": [st.steps for st in plan.stages]}
+    r["ratio"] = r["relay_s"] / r["direct_s"]
+    log(f"Flux.1-shaped DiT {FLUX_SHAPE} (random weights), {comfy.model_management.get_torch_device()}: relay "
+        f"{first}->{size} px ({'/'.join(map(str, r['split']))}) {r['relay_s']:.2f} s, direct {size} px "
+        f"{r['direct_s']:.2f} s: ratio {r['ratio']:.3f} (token-count ideal {ideal:.3f}, CPU-time ratio "
+        f"{r['cpu_ratio']:.3f})")
+    return r
+
+
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
     """Rows for tools/bench_report.py."""
     size, steps = (256, 10) if quick else (512, 10)
@@ -137,7 +202,22 @@ def measure(quick: bool = False, device: str = "auto") -> list[dict]:
                            f"SD1.5, {steps} steps",
              "ratio": r["ratio"], "baseline_ms": r["direct_s"] * 1000, "variant_ms": r["relay_s"] * 1000,
              "flop_ratio": r["ideal"], "limit": 0.36,
-             "note": f"pixel-count ideal {r['ideal']:.3f}; CPU-time ratio {r['cpu_ratio']:.3f}"}]
+             "note": f"pixel-count ideal {r['ideal']:.3f}; CPU-time ratio {r['cpu_ratio']:.3f}"},
+            _flux_row(quick, device)]
+
+
+def _flux_row(quick: bool, device: str) -> dict:
+    size, steps = (256, 10) if quick else (512, 10)
+    if device == "cuda" and not quick:
+        size, steps = 2048, 28
+    r = bench_flux(size=size, steps=steps, device=device, log=lambda *a: None)
+    split = "/".join(map(str, r["split"]))
+    return {"comparison": f"relay {r['first_px']}->{r['final_px']} px ({split}) vs direct {r['final_px']} px, "
+                          f"Flux.1-shaped DiT, {steps} steps",
+            "ratio": r["ratio"], "baseline_ms": r["direct_s"] * 1000, "variant_ms": r["relay_s"] * 1000,
+            "flop_ratio": r["ideal"], "limit": 0.36,
+            "note": f"token-count ideal {r['ideal']:.3f} (attention makes the real saving larger); CPU-time ratio "
+                    f"{r['cpu_ratio']:.3f}"}
 
 
 def main() -> int:
@@ -151,7 +231,13 @@ def main() -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: the GPU when there is one, as ComfyUI would")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (GPU)")
+    parser.add_argument("--model", choices=["sd15", "flux"], default="sd15",
+                        help="sd15: the full-size SD1.5 U-Net; flux: a Flux.1-shaped DiT (stages '1, 2' by default)")
     args = parser.parse_args()
+    if args.model == "flux":
+        bench_flux(size=args.size, stages="1, 2" if args.stages == "1, 1.5, 2" else args.stages, steps=args.steps,
+                   repeat=args.repeat, device=args.device)
+        return 0
     bench(size=args.size, stages=args.stages, steps=args.steps, cfg=args.cfg, sampler=args.sampler,
           repeat=args.repeat, device=args.device, fp16=args.fp16)
     return 0

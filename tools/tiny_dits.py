@@ -251,10 +251,11 @@ def _network_class(config_cls: type) -> type:
     return eval(dotted, vars(comfy.model_base))  # a dotted name in model_base's namespace
 
 
-def tiny_dit(family: str, seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+def tiny_dit(family: str, seed: int = 0, **sizes) -> comfy.model_patcher.ModelPatcher:
     """A tiny real ``comfy.model_base`` model of ``family`` (one of :data:`FAMILIES`) in a ModelPatcher: fp32,
-    eval mode, weights filled by ``model_factory.init_weights`` from ``seed`` (same seed, same weights)."""
-    config = getattr(comfy.supported_models, _spec(family).config)(_unet_config(family))
+    eval mode, weights filled by ``model_factory.init_weights`` from ``seed`` (same seed, same weights).
+    ``sizes`` override config entries (e.g. ``hidden_size``, ``num_heads``, ``depth`` for a benchmark-sized Flux)."""
+    config = getattr(comfy.supported_models, _spec(family).config)({**_unet_config(family), **sizes})
     model = config.get_model({})
     model_factory.init_weights(model.diffusion_model, seed)
     _init_buffers(model.diffusion_model, seed)
