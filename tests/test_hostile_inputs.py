@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 import torch
 
-from comfy_server import ComfyServer, ServerError, execution_error
+from comfy_server import ComfyServer, Graph, ServerError, execution_error
 from host import HOST_DIR
 
 pytestmark = pytest.mark.e2e
@@ -91,19 +91,6 @@ def start_server(host, main: Path, weak: Path, sd3: Path, custom_nodes: dict[str
 
 
 # --- graphs ----------------------------------------------------------------------------------------------------
-class Graph(dict):
-    """An API graph under construction: ``add`` returns the new node's id, ``out(id, slot)`` a link to it."""
-
-    def add(self, class_type: str, **inputs) -> str:
-        node_id = str(len(self) + 1)
-        self[node_id] = {"class_type": class_type, "inputs": inputs}
-        return node_id
-
-    @staticmethod
-    def out(node_id: str, slot: int = 0) -> list:
-        return [node_id, slot]
-
-
 @dataclass
 class Pipeline:
     """The ids of a text-to-image graph's parts, for cases to rewire."""

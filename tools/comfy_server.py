@@ -275,6 +275,19 @@ def _extra_widget_values(name: str, typ: Any, opts: dict) -> int:
     return extra
 
 
+class Graph(dict):
+    """An API graph under construction: ``add`` returns the new node's id, ``out(id, slot)`` a link to it."""
+
+    def add(self, class_type: str, **inputs) -> str:
+        node_id = str(len(self) + 1)
+        self[node_id] = {"class_type": class_type, "inputs": inputs}
+        return node_id
+
+    @staticmethod
+    def out(node_id: str, slot: int = 0) -> list:
+        return [node_id, slot]
+
+
 def workflow_to_api(workflow: dict, object_info: dict,
                     overrides: dict[str, dict[str, Any]] | Callable[[str, str, dict], None] | None = None) -> dict:
     """Convert a UI-format workflow (``nodes`` + ``links``) to the API format ``/prompt`` takes.
