@@ -224,7 +224,8 @@ def vae_upscaler(vae, method: str) -> Upscaler:
 
     def upscale(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         ratio = vae_ratio(vae)
-        pixels = vae.decode(x)
+        frames_axis = x.ndim == 5 and getattr(vae, "latent_dim", 2) == 2  # one-frame latent, image VAE
+        pixels = vae.decode(x[:, :, 0] if frames_axis else x)
         if pixels.ndim == 5:  # video-style VAEs return [B, T, H, W, C]
             pixels = pixels.reshape(-1, *pixels.shape[-3:])
         pixels = resize(pixels[..., :3].movedim(-1, 1), h * ratio, w * ratio, method).movedim(1, -1)

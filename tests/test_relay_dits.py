@@ -145,16 +145,29 @@ def test_video_latents_are_refused_with_one_stage_allowed(models):
 
 # --- VAE upscaling ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def taef16(tmp_path_factory):
-    """A real ComfyUI VAE: TAESD with 16 latent channels at 1/8 (Flux.1's latent space), seeded."""
+def taesd(tmp_path_factory):
+    """channels -> a real ComfyUI VAE: a seeded TAESD with that many latent channels at 1/8 (16: the latent space of
+    Flux.1, SD3, Chroma, Lumina 2, Z-Image, HiDream, Qwen-Image; 4: SDXL's, AuraFlow's)."""
     import comfy.utils
 
-    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tiny_dits.save_stand_in_vae(tmp_path_factory.mktemp("vae")))))
+    folder = tmp_path_factory.mktemp("vae")
+    return {c: comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tiny_dits.save_stand_in_vae(folder, c))))
+            for c in (4, 16)}
 
 
-def test_vae_upscaling_on_flux(models, taef16):
-    family = tiny_dits.FLUX_DEV
-    out = relay_run(models(family), family, "1, 2", split="3/1", vae=taef16)
+@pytest.fixture(scope="module")
+def taef16(taesd):
+    return taesd[16]
+
+
+TAESD_FAMILIES = [f for f in FAMILIES if tiny_dits.latent_ratio(f) == 8 and tiny_dits.latent_channels(f) in (4, 16)]
+
+
+@pytest.mark.parametrize("family", TAESD_FAMILIES)
+def test_vae_upscaling(models, taesd, family):
+    """Pixel-space upscaling through a VAE of the family's latent space (the 5-D Qwen-Image latent keeps its frame
+    axis through a VAE that makes 4-D latents)."""
+    out = relay_run(models(family), family, "1, 2", split="3/1", vae=taesd[tiny_dits.latent_channels(family)])
     assert out.shape == tiny_dits.empty_latent(family, 2 * base_px(family), 2 * base_px(family)).shape
     assert torch.isfinite(out).all()
 
