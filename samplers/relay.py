@@ -113,9 +113,9 @@ def plan_relay(sigmas: torch.Tensor, latent_shape: tuple[int, ...], stages: str,
 
     ``ratio`` and ``patch`` are the model's pixels per latent pixel and latent pixels per token (stage sizes respect
     both).  A flow model whose shift depends on the image size (``ModelSamplingFlux``: Flux, Chroma, Qwen-Image as
-    loaded) samples every stage at its own size's shift: the schedule is read as the first stage's (the latent's
-    size), and later stages re-shift the same timesteps, so a boundary sits at the same resolution-adjusted signal
-    level, not at the same noise level."""
+    loaded) samples every stage at its own size's shift (:func:`size_shift`): the schedule is read as the first
+    stage's (the latent's size), and later stages re-shift the same timesteps, so a boundary sits at the same
+    resolution-adjusted signal level, not at the same noise level."""
     spec = parse_stages(stages)
     weights = parse_split(step_split, len(spec))
     height, width = spatial_dims(latent_shape, len(spec))

@@ -14,6 +14,7 @@ only the noise level of the latent changes.  Everything that reads the schedule 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -31,15 +32,12 @@ def is_size_shifted(model_sampling) -> bool:
     return isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux)
 
 
-# The ModelSamplingFlux node's defaults: mu = base_shift at 256 tokens (of 16x16 px), max_shift at 4096 (1024x1024 px).
-FLUX_BASE_SHIFT, FLUX_MAX_SHIFT = 0.5, 1.15
-FLUX_SHIFT_PER_PX = (FLUX_MAX_SHIFT - FLUX_BASE_SHIFT) / ((4096 - 256) * 256)
-
-
 def size_shift(model_sampling, from_area_px: float, to_area_px: float) -> float:
-    """The shift (mu) for an image of ``to_area_px`` pixels, given the model's for ``from_area_px``: mu grows with
-    the area at the ModelSamplingFlux node's default slope (the user's base/max setting stays in the offset)."""
-    return float(model_sampling.shift) + FLUX_SHIFT_PER_PX * (to_area_px - from_area_px)
+    """The shift (mu) for an image of ``to_area_px`` pixels, given the model's for ``from_area_px``: the shift factor
+    e^mu grows with the side (SD3's resolution law, arXiv 2403.03206 section 5.3.2: SNR / s² at s times the side),
+    so mu grows by ln s.  Not the ModelSamplingFlux node's line in the area, which is fitted between 256 and 4096
+    tokens and, extrapolated to 4096 px, gives mu 11.6: pure noise at every step a relay could hand over."""
+    return float(model_sampling.shift) + 0.5 * math.log(to_area_px / from_area_px)
 
 
 def apply_size_shift(model: ModelPatcher, shift: float) -> ModelPatcher:

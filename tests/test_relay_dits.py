@@ -199,8 +199,10 @@ def flux_sampling(shift: float):
 
 def test_each_flux_stage_samples_at_its_own_sizes_shift():
     """A 1024 px latent with the shift for 1024 px, relayed to 2048 px: the second stage's schedule is the same
-    timesteps at the 2048 px shift, from first principles (t -> e^mu / (e^mu + 1/t - 1))."""
-    mu0, mu1 = node_shift(1024, 1024), node_shift(2048, 2048)
+    timesteps at the shift for twice the side, from first principles: the shift factor e^mu doubles with the side
+    (SD3's resolution law), and sigma = e^mu / (e^mu + 1/t - 1)."""
+    mu0 = node_shift(1024, 1024)
+    mu1 = mu0 + math.log(2.0)
     sig = comfy.samplers.calculate_sigmas(flux_sampling(mu0), "simple", 10)
     plan = relay.plan_relay(sig, (1, 16, 128, 128), "1, 2", "8/2", model_sampling=flux_sampling(mu0))
     assert torch.equal(plan.stages[0].sigmas, sig[:9]) and plan.stages[0].shift is None
@@ -210,6 +212,17 @@ def test_each_flux_stage_samples_at_its_own_sizes_shift():
     torch.testing.assert_close(plan.stages[1].sigmas.double(), expected, rtol=1e-5, atol=1e-6)
     assert plan.stages[1].sigmas[0] > sig[8]  # the larger stage restarts noisier: same signal per resolution
     assert not plan.notes
+
+
+def test_a_4096_px_flux_relay_keeps_something_at_every_boundary():
+    """1024 -> 2048 -> 4096 px over 28 steps (22/3/3): every later stage starts well below pure noise, where the
+    ModelSamplingFlux node's line extrapolated to 4096 px (mu 11.6) would restart the last stage from noise."""
+    ms = flux_sampling(node_shift(1024, 1024))
+    sig = comfy.samplers.calculate_sigmas(ms, "simple", 28)
+    plan = relay.plan_relay(sig, (1, 16, 128, 128), "1, 2, 4", "", model_sampling=ms)
+    assert [s.steps for s in plan.stages] == [22, 3, 3]
+    assert all(0.5 < float(s.sigmas[0]) < 0.8 for s in plan.stages[1:]) and not plan.notes
+    assert node_shift(4096, 4096) > 11.5
 
 
 def test_the_flux_stage_model_gets_that_shift(models):
@@ -226,7 +239,7 @@ def test_the_flux_stage_model_gets_that_shift(models):
     relay_run(probe, family, "1, 2", split="3/1")
     px = base_px(family)
     assert seen[0] == pytest.approx(mu0)
-    assert seen[-1] == pytest.approx(mu0 + node_shift(2 * px, 2 * px) - node_shift(px, px))
+    assert seen[-1] == pytest.approx(mu0 + math.log(2.0))
     assert float(model.get_model_object("model_sampling").shift) == mu0  # the model we were given is untouched
 
 
