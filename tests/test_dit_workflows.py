@@ -76,3 +76,26 @@ def test_flux_relay_autoguidance_workflow_runs_on_a_tiny_flux(comfy_server):
         assert len(found) == 1 and png_size(found[0][1]) == (256, 256)
         images[w] = found[0][1]
     assert images[2.0] != images[1.0]
+
+
+@pytest.mark.e2e
+def test_flux_dype_relay_workflow_runs_on_a_tiny_flux(comfy_server):
+    """1024 -> 2048 -> 4096 lowered to 128 -> 256 -> 512 px (8x8 to 32x32 tokens), 6 steps (4/1/1), DyPE's native
+    size lowered to 128 px so it acts above the first stage; the tiled decode as shipped."""
+    info = comfy_server.object_info()
+
+    def lowered(node_id: str, class_type: str, inputs: dict) -> None:
+        if class_type == "EmptySD3LatentImage":
+            inputs.update(width=128, height=128)
+        if class_type == "BasicScheduler":
+            inputs["steps"] = 6
+        if class_type == "MegapixelRelaySamplerCustom":
+            inputs["stages"] = "128x128, 256x256, 512x512"
+        if class_type == "MegapixelDyPE":
+            inputs["native_size"] = 128
+
+    workflow = load_workflow(WORKFLOWS / f"{make_workflows.FLUX_DYPE}.json")
+    prompt = stand_in(workflow_to_api(workflow, info, lowered), tiny_dits.FLUX_DEV)
+    assert any(n["class_type"] == "MegapixelDyPE" for n in prompt.values())
+    found = comfy_server.images(comfy_server.run(prompt, timeout=600))
+    assert len(found) == 1 and png_size(found[0][1]) == (512, 512)

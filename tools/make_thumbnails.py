@@ -29,6 +29,7 @@ TECHNIQUE = {
     "relay-sd15-512-768-1024": ("relay", 2),
     "relay-sdxl-1024-2048": ("relay", 2),
     "relay-autoguidance-flux1-1024-2048": ("relay", 2),  # no DiT is trained here: the lab U-Net's relay
+    "dype-relay-flux1-1024-2048-4096": ("relay", 2),  # nor does the lab U-Net have RoPE: its relay
 }
 
 
