@@ -248,7 +248,11 @@ def _network_class(config_cls: type) -> type:
     # The class names its network in its body (``super().__init__(..., unet_model=X)``): read X from the source.
     source = inspect.getsource(model_cls.__init__)
     dotted = source.split("unet_model=", 1)[1].split(")", 1)[0].strip()
-    return eval(dotted, vars(comfy.model_base))  # a dotted name in model_base's namespace
+    head, *rest = dotted.split(".")  # a dotted name in model_base's namespace
+    obj = vars(comfy.model_base)[head]
+    for name in rest:
+        obj = getattr(obj, name)
+    return obj
 
 
 def tiny_dit(family: str, seed: int = 0, **sizes) -> comfy.model_patcher.ModelPatcher:
