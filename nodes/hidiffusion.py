@@ -39,8 +39,12 @@ def phase_for(choice: str, phase: str, family: str, start: float, end: float) ->
     return Phase(POOL, (block - 1) // 3, start, end)
 
 
+PERCENT_NOTE = (" A percentage of the model's timesteps (0 = the highest noise level, 1 = none), turned into a noise "
+                "level by the model's percent_to_sigma as core start/end_percent inputs are; not a share of the steps.")
+
+
 def _fraction(name: str, default: float, tooltip: str) -> io.Float.Input:
-    return io.Float.Input(name, default=default, min=0.0, max=1.0, step=0.01, tooltip=tooltip)
+    return io.Float.Input(name, default=default, min=0.0, max=1.0, step=0.01, tooltip=tooltip + PERCENT_NOTE)
 
 
 class HiDiffusionRAUNet(io.ComfyNode):
@@ -59,15 +63,16 @@ class HiDiffusionRAUNet(io.ComfyNode):
                 "HiDiffusion's resolution-aware U-Net (arXiv 2311.17528): in the early, structure-forming part of "
                 "the schedule the deep U-Net levels work at their trained feature size, which stops the duplicated "
                 "objects and repeated patterns of sampling above the training resolution. Two phases, each with "
-                "its blocks and a start/end fraction of the schedule (converted to noise levels with the model's "
-                "own sampling settings, so they mean the same for any sampler, scheduler and step count). The "
+                "its blocks and a start/end percentage of the model's timesteps (as core start/end_percent inputs, "
+                "not of the step count; converted to noise levels with the model's own sampling settings, so they "
+                "mean the same for any sampler, scheduler and step count). The "
                 "defaults are HiDiffusion's 1024-class row; the README lists every official row."),
             inputs=[
                 io.Model.Input("model", tooltip="The SD1.x, SD2.x or SDXL model to patch (it is cloned, never changed)."),
                 io.Combo.Input("family", options=FAMILY_CHOICES, default="auto", tooltip=FAMILY_TOOLTIP),
                 io.Combo.Input("t1_blocks", options=BLOCK_CHOICES, default=OFFICIAL, tooltip=blocks_tip.format(
                     official="SD1/SD2: stride-4 conv at input 3; SDXL: pool at input 4", phase="T1")),
-                _fraction("t1_start", 0.0, "Where in the schedule the T1 phase starts (0 = first step)."),
+                _fraction("t1_start", 0.0, "Where in the schedule the T1 phase starts."),
                 _fraction("t1_end", 0.4, "Where the T1 phase ends (official: 0.4 up to 2x native size, 0.7 above)."),
                 io.Combo.Input("t2_blocks", options=BLOCK_CHOICES, default=OFFICIAL, tooltip=blocks_tip.format(
                     official="SD1/SD2: pool at input 4; SDXL: stride-4 conv at input 6", phase="T2")),
