@@ -4,7 +4,8 @@
                                                 [--markdown] [--update-readme]
 
 It imports ``tools/bench_<name>.py`` for hidiffusion, relay, autoguidance and overhead (a missing one is noted, not
-an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``.  A row is a dict with
+an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``; ``dype`` is the dype case of
+``bench_overhead.py`` (its ``measure_dype``: DyPE on a Flux-shaped DiT at native size and at 2x).  A row is a dict with
 
     comparison   what is compared, e.g. "HiDiffusion vs vanilla, SD1.5 1024 px"   (required)
     ratio        time of the variant / time of the baseline (float)                  (required)
@@ -42,7 +43,9 @@ sys.path.insert(0, str(PACK_DIR / "tools"))
 
 from host import HOST_VERSION, import_in_process  # noqa: E402
 
-BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead", "quality"]
+BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead", "dype", "quality"]
+# Benchmarks that are a case of another file: name -> (module under tools/, its measure function).
+ENTRY_POINTS = {"dype": ("bench_overhead", "measure_dype")}
 # Arguments for main() of a benchmark that has no measure() yet: small enough for a report run on a CPU.
 QUICK_ARGS = {
     "hidiffusion": [],
@@ -126,15 +129,16 @@ class PeakMemory:
 def run_benchmark(name: str, quick: bool, device: str) -> dict:
     """Import tools/bench_<name>.py and measure; returns {'rows', 'raw', 'note', 'peak', 'seconds'}."""
     result = {"name": name, "rows": [], "raw": "", "note": "", "peak": None, "seconds": 0.0}
-    if not (PACK_DIR / "tools" / f"bench_{name}.py").exists():
-        result["note"] = f"tools/bench_{name}.py does not exist yet"
+    module_name, entry = ENTRY_POINTS.get(name, (f"bench_{name}", "measure"))
+    if not (PACK_DIR / "tools" / f"{module_name}.py").exists():
+        result["note"] = f"tools/{module_name}.py does not exist yet"
         return result
     started = time.perf_counter()
     try:
-        module = importlib.import_module(f"bench_{name}")
+        module = importlib.import_module(module_name)
         with PeakMemory() as peak:
-            if hasattr(module, "measure"):
-                result["rows"] = [dict(row) for row in module.measure(quick=quick, device=device)]
+            if hasattr(module, entry):
+                result["rows"] = [dict(row) for row in getattr(module, entry)(quick=quick, device=device)]
             else:
                 result["note"] = f"bench_{name}.py has no measure() yet: its own output follows the table"
                 argv = sys.argv
