@@ -40,6 +40,7 @@ CATEGORY_SECTIONS = {
     "megapixel/hidiffusion": "HiDiffusion (RAU-Net, MSW-MSA)",
     "megapixel/sampling": "Relay sampler (MegaFusion)",
     "megapixel/guiders": "Autoguidance",
+    "megapixel/dype": "DyPE (RoPE position extrapolation)",
 }
 
 # Option lists that ComfyUI itself provides: named, not listed (they differ between ComfyUI versions).
