@@ -365,12 +365,19 @@ class DyPE:
             if x.ndim >= 4 and self._above_native(x.shape) else None
         if plan is None:
             return executor(x, t, *args, **kwargs)
-        previous = self.embedder.call
-        self.embedder.call = plan
+        embedder = self.installed(executor)
+        previous = embedder.call
+        embedder.call = plan
         try:
             return executor(x, t, *args, **kwargs)
         finally:
-            self.embedder.call = previous
+            embedder.call = previous
+
+    def installed(self, executor) -> DyPEEmbedder:
+        """The DyPE embedder the diffusion model holds for this call (ours, unless something copied it)."""
+        model = getattr(getattr(executor, "class_obj", None), "diffusion_model", None)
+        current = getattr(model, self.embedder.family.embedder_key, None)
+        return current if isinstance(current, DyPEEmbedder) else self.embedder
 
     def _above_native(self, shape) -> bool:
         return int(shape[-2]) * int(shape[-1]) > self.native_latent * self.native_latent

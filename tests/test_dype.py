@@ -253,6 +253,26 @@ def test_works_with_a_weight_patch(flux):
     assert not torch.equal(out, sample(with_lora(flux), FLUX, 2 * NATIVE, 2 * NATIVE))
 
 
+def test_embedder_builds_the_scaled_rotations(flux):
+    """The patched embedder's output, axis by axis: ComfyUI's own rope on the index axis and on unscaled axes,
+    the Dy-YaRN frequencies times the temperature on the scaled ones (Flux: 1024 px native = 64 tokens)."""
+    embedder = dype.dype_on(dype.apply_dype(flux))
+    ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(6.0), torch.arange(9.0) * 3, indexing="ij"),
+                      dim=-1).reshape(1, -1, 3)
+    assert torch.equal(embedder(ids), flux.get_model_object("diffusion_model.pe_embedder")(ids))  # no call: original
+    embedder.call = ((1.0, 3.0), 0.7)
+    try:
+        out = embedder(ids)
+    finally:
+        embedder.call = None
+    d0, d1, d2 = embedder.axes_dim
+    theta = embedder.theta
+    w = dype.yarn_frequencies(d2, theta, 3.0, 64.0, kappa=0.7 ** 2)
+    expected = torch.cat([rope(ids[..., 0], d0, theta), rope(ids[..., 1], d1, theta),
+                          dype.rotations(ids[..., 2], w, 1 + 0.1 * math.log(3.0))], dim=-3).unsqueeze(1)
+    assert torch.equal(out, expected)
+
+
 def test_plan_per_call(flux):
     """Each call reads its own latent size and sigma: scales per axis, t = sigma / sigma_max."""
     spy = CallSpy(dype.apply_dype(flux, native_size=NATIVE))
