@@ -25,8 +25,10 @@ from typing import Callable
 import pytest
 import torch
 
+import tiny_dits
 from comfy_server import ComfyServer, Graph, ServerError, execution_error
 from host import HOST_DIR
+from lab.files import LAB_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +73,11 @@ class Models:
 def start_server(host, main: Path, weak: Path, sd3: Path, custom_nodes: dict[str, str] | None = None) -> ComfyServer:
     """A server of our own with the three models (and test-only custom nodes: folder name -> __init__.py source)."""
     ComfyServer.free_all_memory()  # the session's server keeps its models otherwise
-    server = ComfyServer(host, checkpoints=[main, weak], cpu=not torch.cuda.is_available())
+    # The development nodes give the DyPE cases a tiny Flux (no stock loader builds one) and its text conditioning;
+    # the stand-in TAESD decodes Flux latents.
+    server = ComfyServer(host, checkpoints=[main, weak], cpu=not torch.cuda.is_available(),
+                         models={"vae": [tiny_dits.save_stand_in_vae(FIXTURES)]},
+                         custom_nodes={"megapixel_lab": LAB_DIR / "nodes"})
     # The weak checkpoint is also a diffusion model here: the autoguidance cases load it with UNETLoader in fp8
     # (0.9 GB instead of 3.3 GB of fp32 weights on a CPU; still an SD1.5 U-Net to the guider).
     for model in (sd3, weak):
@@ -396,7 +402,64 @@ RELAY_CASES = [
          needs=RELAY_CUSTOM + "+" + AG),
 ]
 
-CASES = CORE_CASES + AUTOGUIDANCE_CASES + HIDIFFUSION_CASES + RELAY_CASES
+DYPE = "MegapixelDyPE"
+DYPE_ADVANCED = "MegapixelDyPEAdvanced"
+
+
+def dype(m: Models, model: str = "flux", seed: int = 1, width: int = 256, height: int = 256, steps: int = 2,
+         node: str = DYPE, times: int = 1, rerun: int = 0, **settings) -> Graph:
+    """A tiny Flux (development node) -> DyPE -> BasicGuider -> SamplerCustomAdvanced -> the stand-in VAE.  ``model``:
+    'flux', 'sd15' (the main checkpoint: a U-Net, no RoPE) or 'sd3' (a DiT with learned positions, no RoPE)."""
+    g = Graph()
+    if model == "flux":
+        loaded = g.out(g.add("MegapixelTinyDiT", family=tiny_dits.FLUX_DEV, seed=0))
+    elif model == "sd3":
+        loaded = g.out(g.add("UNETLoader", unet_name=m.sd3, weight_dtype="default"))
+    else:
+        loaded = g.out(g.add("CheckpointLoaderSimple", ckpt_name=m.main))
+    inputs = dict(method="yarn", dynamic=True, native_size=128)
+    if node == DYPE_ADVANCED:
+        inputs.update(lambda_s=2.0, lambda_t=2.0, beta_fast=1.25, beta_slow=0.75, gamma_fast=16.0, gamma_slow=2.0,
+                      attention_scale=True, axis_scaling="per axis")
+    inputs.update(settings)
+    for name in [k for k, v in inputs.items() if v is _MISSING]:
+        del inputs[name]
+    for _ in range(times):
+        loaded = g.out(g.add(node, model=loaded, **inputs))
+    cond = g.add("MegapixelTinyDiTTextEncode", family=tiny_dits.FLUX_DEV, text="a lighthouse at dusk")
+    guider = g.add("BasicGuider", model=loaded, conditioning=g.out(cond))
+    latent = g.add("EmptySD3LatentImage", width=width, height=height, batch_size=1)
+    for _ in range(rerun):
+        latent = g.add("LatentMultiply", samples=g.out(latent), multiplier=1.0)
+    sigmas = g.add("BasicScheduler", model=loaded, scheduler="simple", steps=steps, denoise=1.0)
+    sampled = g.add("SamplerCustomAdvanced", noise=g.out(g.add("RandomNoise", noise_seed=seed)), guider=g.out(guider),
+                    sampler=g.out(g.add("KSamplerSelect", sampler_name="euler")), sigmas=g.out(sigmas),
+                    latent_image=g.out(latent))
+    vae = g.add("VAELoader", vae_name=tiny_dits.STAND_IN_VAE)
+    decoded = g.add("VAEDecode", samples=g.out(sampled), vae=g.out(vae))
+    g.add("SaveImage", images=g.out(decoded), filename_prefix="hostile_dype")
+    return g
+
+
+DYPE_CASES = [
+    Case("dype-good", lambda m: dype(m), "ok", size=(256, 256), needs=DYPE),
+    Case("dype-advanced-good", lambda m: dype(m, node=DYPE_ADVANCED, method="ntk"), "ok", size=(256, 256),
+         needs=DYPE_ADVANCED),
+    Case("dype-at-native-size", lambda m: dype(m, width=128, height=128), "ok", size=(128, 128), needs=DYPE),
+    Case("dype-native-size-auto", lambda m: dype(m, native_size=_MISSING), "ok", size=(256, 256), needs=DYPE),
+    Case("dype-aspect-1-to-4", lambda m: dype(m, width=128, height=512), "ok", size=(128, 512), needs=DYPE),
+    Case("dype-on-a-u-net", lambda m: dype(m, model="sd15"), "fails", r"DyPE.*(SD1\.5|RoPE)", needs=DYPE),
+    Case("dype-on-a-dit-without-rope", lambda m: dype(m, model="sd3"), "fails", r"DyPE.*(SD3|RoPE)", needs=DYPE),
+    Case("dype-applied-twice", lambda m: dype(m, times=2), "fails", r"DyPE.*(already|twice)", needs=DYPE),
+    Case("dype-method-not-in-list", lambda m: dype(m, method="sideways"), "fails", r"method", needs=DYPE),
+    Case("dype-native-size-negative", lambda m: dype(m, native_size=-64), "refused", r"native_size", needs=DYPE),
+    Case("dype-native-size-not-a-resolution", lambda m: dype(m, native_size=12), "fails", r"DyPE.*native_size",
+         needs=DYPE),
+    Case("dype-lambda-nan", lambda m: dype(m, node=DYPE_ADVANCED, lambda_s=float("nan")), "fails", r"lambda_s",
+         needs=DYPE_ADVANCED),
+]
+
+CASES = CORE_CASES + AUTOGUIDANCE_CASES + HIDIFFUSION_CASES + RELAY_CASES + DYPE_CASES
 
 # Good prompts, one per capability that exists.  A server of ours runs them first thing after it starts (what a
 # fresh server gives), and again after the bad prompts with ``rerun`` = 1, 2, ... (the same pixels from a graph the
@@ -406,6 +469,7 @@ GOOD = [
     ("autoguidance", lambda m, rerun: autoguidance(m, width=96, height=64, seed=778, rerun=rerun, steps=2), AG),
     ("hidiffusion", lambda m, rerun: patched(m, seed=779, rerun=rerun), HD),
     ("relay", lambda m, rerun: relay(m, seed=780, width=64, height=96, rerun=rerun), RELAY),
+    ("dype", lambda m, rerun: dype(m, seed=781, rerun=rerun), "MegapixelDyPE"),
 ]
 
 
