@@ -402,6 +402,13 @@ def apply_dype(model, settings: Settings = Settings(), native_size: int = 0, nod
     if settings.axis_scaling not in AXIS_SCALINGS:
         raise ValueError(f"{node}: axis_scaling: {settings.axis_scaling!r} is not one of "
                          f"{', '.join(AXIS_SCALINGS)}. Fix: pick one of those.")
+    numbers = {"lambda_s": settings.lambda_s, "lambda_t": settings.lambda_t, "beta_fast": settings.beta[0],
+               "beta_slow": settings.beta[1], "gamma_fast": settings.gamma[0], "gamma_slow": settings.gamma[1]}
+    for name, value in numbers.items():
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{node}: {name}: {value} is not a usable value. Fix: a finite number of 0 or more "
+                             f"(the authors' defaults: lambda_s {LAMBDA_S:g}, lambda_t {LAMBDA_T:g}, beta "
+                             f"{YARN_BETA[0]:g}/{YARN_BETA[1]:g}, gamma {YARN_GAMMA[0]:g}/{YARN_GAMMA[1]:g}).")
     family = detect_family(model, node)
     if native_size:
         if native_size < 64 or native_size % 8:

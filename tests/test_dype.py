@@ -386,3 +386,13 @@ def test_every_rope_family(family):
     h_axis, w_axis = embedder.family.spatial_axes
     distinct = [ids[:, a].unique().numel() for a in range(ids.shape[-1])]
     assert distinct[w_axis] > distinct[h_axis] > 1, (family, distinct)
+
+
+@pytest.mark.parametrize("field, value", [("lambda_s", float("nan")), ("lambda_t", float("inf")),
+                                          ("beta", (float("nan"), 0.75)), ("gamma", (16.0, -2.0))])
+def test_unusable_numbers_are_refused_naming_the_input(field, value):
+    import dataclasses
+
+    settings = dataclasses.replace(dype.Settings(), **{field: value})
+    with pytest.raises(ValueError, match=rf"DyPE: {field}(_fast|_slow)?: .* Fix:"):
+        dype.apply_dype(tiny_dits.tiny_dit(tiny_dits.FLUX_DEV), settings)
