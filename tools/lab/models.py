@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
@@ -88,3 +89,77 @@ def conditioning() -> list:
     """That context as a ComfyUI CONDITIONING (positive and negative alike: the model is unconditional)."""
     return [[empty_context(), {}]]
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The lab DiT: a real ComfyUI Flux (``comfy.model_base.Flux`` over ``comfy.ldm.flux.model.Flux``) on the lab's latents.
+
+DIT_FILE = "megapixel-lab-dit.safetensors"
+
+# Flux.1's block kinds, RoPE and patching at lab size: the lab's 4-channel TAESD latents (SD1.5 latent format, so the
+# same model-space latents as the U-Net), 2x2 patches, 3 heads of 64 with RoPE axes 8/28/28 (Flux's 16/56/56 at half
+# the head width), theta 10000, no guidance embedding, no pooled vector, the lab's 32-wide zero context as its one
+# text token.
+DIT_CONFIG = dict(image_model="flux", in_channels=4, out_channels=4, vec_in_dim=None, context_in_dim=CONTEXT_DIM,
+                  hidden_size=192, mlp_ratio=4.0, num_heads=3, depth=2, depth_single_blocks=3, axes_dim=[8, 28, 28],
+                  theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
+
+
+class LabFlux(comfy.supported_models.Flux):
+    """Flux's config with the lab's (SD1.5) latent format and Flux's own sampling (ModelSamplingFlux, CONST:
+    rectified flow, shift 1.15)."""
+    latent_format = comfy.latent_formats.SD15
+
+
+def _dit_config(config: dict) -> dict:
+    """``config`` fitted to the running host's Flux parameters (newer hosts require ``txt_ids_dims``)."""
+    import dataclasses
+    import comfy.ldm.flux.model as flux_model
+
+    names = {f.name for f in dataclasses.fields(flux_model.FluxParams)}
+    config = dict(config)
+    if "txt_ids_dims" in names and "txt_ids_dims" not in config:
+        config["txt_ids_dims"] = []
+    return config
+
+
+def build_dit(config: dict = DIT_CONFIG, dtype: torch.dtype | None = None) -> comfy.model_base.Flux:
+    """The lab DiT (a ``comfy.model_base.Flux``) from its config; weights uninitialised."""
+    config = _dit_config(config)
+    if dtype is not None:
+        config["dtype"] = dtype
+    return LabFlux(config).get_model({})
+
+
+def save_dit(model: comfy.model_base.Flux, config: dict, path: Path, metadata: dict | None = None) -> Path:
+    sd = {PREFIX + k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
+    meta = {"megapixel_lab_dit_config": json.dumps(config), **(metadata or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={k: str(v) for k, v in meta.items()})
+    return path
+
+
+def load_dit(path: Path | None = None, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
+    """A lab DiT file as a ModelPatcher (fp32 on CPU unless ``dtype``)."""
+    path = Path(path or WEIGHTS_DIR / DIT_FILE)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "megapixel_lab_dit_config" not in meta:
+        raise ValueError(f"{path} is not a Megapixel lab DiT (no megapixel_lab_dit_config in its metadata)")
+    config = json.loads(meta["megapixel_lab_dit_config"])
+    if dtype is None:
+        dtype = comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
+    model = build_dit(config, dtype=dtype)
+    sd = load_file(str(path))
+    model.diffusion_model.load_state_dict({k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)},
+                                          strict=True)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device())
+
+
+def dit_conditioning() -> list:
+    """The lab's fixed zero context for the DiT: Flux's model reads ``pooled_output`` (None: no pooled vector)."""
+    return [[empty_context(), {"pooled_output": None}]]

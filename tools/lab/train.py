@@ -1,7 +1,7 @@
 """Train the quality lab's models on CPU (or ``--device cuda``), deterministically, from scratch.
 
     python tools/lab/train.py all            # autoencoder, latents, main U-Net, weak U-Net (~1 h on 2 CPU cores)
-    python tools/lab/train.py vae|latents|unet|weak [--steps N] [--device cuda]
+    python tools/lab/train.py vae|latents|unet|weak|dit [--steps N] [--device cuda]
 
 Run it in the host's Python (``.host/venv/bin/python``; ``tools/host.py --print-python`` prints it).  Outputs go to
 ``tools/lab/weights/`` (fp16 safetensors, committed, so nobody has to train to use them); the encoded training latents
@@ -200,12 +200,91 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
     return final
 
 
-STEPS = {"vae": 1000, "unet": 1500, "weak": 400}
+def _zero_init_dit(dm: torch.nn.Module) -> None:
+    """adaLN-Zero, as DiTs are initialised: every modulation and the output layer start at zero, so each block starts
+    as the identity and the model predicts zero velocity."""
+    with torch.no_grad():
+        for name, p in dm.named_parameters():
+            if ".lin." in name or name.startswith("final_layer.linear") or name.startswith("final_layer.adaLN"):
+                p.zero_()
+
+
+def train_dit(steps: int, device: str, seed: int = 0, out: Path | None = None, resume: Path | None = None) -> Path:
+    """Train the lab DiT (a ComfyUI Flux, :data:`lab.models.DIT_CONFIG`) on the same cached latents, data order
+    and augmentation as the U-Net, with Flux's rectified-flow objective: ``x_t = (1 - sigma) x0 + sigma eps``,
+    the model predicts the velocity ``eps - x0`` (what ComfyUI's CONST sampling turns back into ``x0``); sigma from
+    the model's own (shifted) schedule at a uniform timestep, so training sees the noise levels the sampler visits."""
+    latent_path = CACHE / f"latents-{N_SCENES}.safetensors"
+    if not latent_path.exists():
+        encode_latents(device)
+    data = load_file(str(latent_path))["latents"]
+    torch.manual_seed(seed)
+    config = models.DIT_CONFIG
+    model = models.build_dit(config)
+    import model_factory
+
+    model_factory.init_weights(model.diffusion_model, seed)
+    _zero_init_dit(model.diffusion_model)
+    if resume is not None:
+        sd = load_file(str(resume))
+        model.diffusion_model.load_state_dict({k[len(models.PREFIX):]: v.float() for k, v in sd.items()})
+    dit = model.diffusion_model.to(device).train()
+    ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    ms = model.model_sampling
+    opt = torch.optim.AdamW(dit.parameters(), lr=5e-4, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    g = torch.Generator().manual_seed(seed + 7)
+    context = models.empty_context(32).to(device)
+    # ComfyUI's Flux blocks add their residuals in place (``img += ...``), which autograd refuses; for training
+    # only, ``+=`` on tensors makes a new tensor (same values; the sampler's code paths are untouched).
+    torch.Tensor.__iadd__ = lambda self, other: self + other
+    bar = tqdm(range(steps), desc="DiT", mininterval=5)
+    final = out or models.WEIGHTS_DIR / models.DIT_FILE
+    started = time.time()
+    for step in bar:
+        idx = torch.randint(len(data), (32,), generator=g)
+        x0 = data[idx]
+        flip = torch.rand(32, generator=g) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        u = (torch.randint(1000, (32,), generator=g).float() + torch.rand(32, generator=g)) / 1000
+        sigma = ms.sigma(u.clamp(1e-4, 1.0)).float()
+        eps = torch.randn(x0.shape, generator=g)
+        s4 = sigma[:, None, None, None]
+        xt = (1 - s4) * x0 + s4 * eps
+        pred = dit(xt.to(device), sigma.to(device), context=context, y=None, guidance=None)
+        loss = (pred - (eps - x0).to(device)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        d = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in dit.state_dict().items():
+                ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if (step + 1) % 500 == 0 or step + 1 == steps:
+            target = final if step + 1 == steps else CACHE / f"dit-step{step + 1}.safetensors"
+            meta = {"megapixel_lab": "lab DiT (ComfyUI Flux), EMA weights", "steps": str(step + 1),
+                    "seed": str(seed), "train_seconds": f"{time.time() - started:.0f}"}
+            snapshot = models.build_dit(config)
+            snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
+            models.save_dit(snapshot, config, target, meta)
+            raw = models.build_dit(config)
+            raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in dit.state_dict().items()})
+            models.save_dit(raw, config, CACHE / f"dit-step{step + 1}-raw.safetensors",
+                            dict(meta, megapixel_lab="lab DiT, raw weights (not EMA)"))
+    return final
+
+
+STEPS = {"vae": 1000, "unet": 1500, "weak": 400, "dit": 3400}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["all", "vae", "latents", "unet", "weak"])
+    parser.add_argument("what", choices=["all", "vae", "latents", "unet", "weak", "dit"])
     parser.add_argument("--steps", type=int, default=None, help="override the step count of the stage")
     parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -222,6 +301,9 @@ def main() -> None:
             print(train_vae(args.steps or STEPS["vae"], args.device))
         elif what == "latents":
             print(encode_latents(args.device))
+        elif what == "dit":
+            print(train_dit(args.steps or STEPS["dit"], args.device, out=args.out, resume=args.resume,
+                            seed=args.seed))
         else:
             print(train_unet("main" if what == "unet" else "weak", args.steps or STEPS[what], args.device,
                              out=args.out, resume=args.resume, seed=args.seed))
