@@ -5,6 +5,7 @@ Runs inside the host's Python (``tools/run_tests.py`` sees to that).  Nothing of
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,5 +85,38 @@ def comfy_server(host, random_checkpoint, random_weak_checkpoint):
     server.start()
     try:
         yield server
+    finally:
+        server.cleanup()
+
+
+@dataclass
+class HostileServer:
+    """The server the hostile-input and soak suites share, and what was taken on it before any prompt ran."""
+    server: object
+    models: object
+    model_files: tuple
+    node_types: set
+    fresh_probe: dict
+    reference: object
+
+
+@pytest.fixture(scope="session")
+def hostile_server(host, random_checkpoint):
+    """One server for tests/test_hostile_inputs.py and tests/test_soak.py (one start, one set of model loads, one
+    fresh-server reference for both): the main and weak random checkpoints, a tiny SD3, the soak probe node and the
+    development nodes.  The probe's report and the good prompts' pixels are taken first, on a server that has run
+    nothing else."""
+    import model_factory
+    from test_hostile_inputs import FIXTURES, FreshReference, Models, start_server, tiny_sd3_model
+    from test_soak import PROBE_SOURCE, probe
+
+    files = (random_checkpoint, model_factory.random_checkpoint(FIXTURES, weak=True), tiny_sd3_model())
+    models = Models(*(f.name for f in files))
+    server = start_server(host, *files, custom_nodes={"megapixel_soak_probe": PROBE_SOURCE})
+    try:
+        fresh_probe = probe(server, models, nonce=1)
+        node_types = set(server.object_info())
+        reference = FreshReference(server, models, node_types)
+        yield HostileServer(server, models, files, node_types, fresh_probe, reference)
     finally:
         server.cleanup()

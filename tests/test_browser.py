@@ -65,7 +65,7 @@ def relay_edits(nodes: list[dict]) -> list[tuple[int, str, object]]:
                       for m in sizes]
             scaled[0] = (width, height)
             edits.append((node["id"], "stages", ", ".join(f"{w}x{h}" for w, h in scaled)))
-        steps = max(2 * len(parts), len(parts) + 3)
+        steps = len(parts) + 1  # the default split's fewest: every later stage one step, the first two
         if RELAY_NODES[node["type"]]:
             edits.append((node["id"], RELAY_NODES[node["type"]], steps))
         else:  # the custom relay takes its schedule from a BasicScheduler

@@ -2,8 +2,9 @@
 a row; afterwards good prompts give exactly a fresh server's pixels, the server's resident memory has not grown by
 10% or more after warm-up, and the loaded models carry nothing a prompt left behind.
 
-"Nothing left behind" is checked from inside the server by a test-only probe node (installed in this module's own
-server, never shipped): it reports the loader's ModelPatcher state (model_options, patches, object patches,
+The server is the one the hostile-input suite ran on (conftest's ``hostile_server``), so the fresh-server checks cover
+what those cases left behind as well.  "Nothing left behind" is checked from inside the server by a test-only probe
+node (installed in that test server, never shipped): it reports the loader's ModelPatcher state (model_options, patches, object patches,
 wrappers, callbacks, additional models) and the U-Net's structure (conv strides/paddings/dilations, forward hooks,
 instance-level forward overrides), which must match what the freshly loaded model showed.
 
@@ -16,15 +17,14 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import psutil
 import pytest
 
 from comfy_server import ComfyServer, ServerError, execution_error
-from test_hostile_inputs import (AG, HD, RELAY, FreshReference, Graph, Models, autoguidance, base, ksampler, patched,
-                                 relay, still_serving, tiny_sd3_model)
+from test_hostile_inputs import (AG, DYPE, HD, RELAY, Graph, Models, autoguidance, base, dype, ksampler, patched, relay,
+                                 still_serving)
 
 pytestmark = pytest.mark.e2e
 
@@ -155,16 +155,6 @@ class ProgressWatcher:
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
-@dataclass
-class Soak:
-    server: ComfyServer
-    models: Models
-    model_files: tuple
-    node_types: set
-    fresh_probe: dict
-    reference: FreshReference
-
-
 def probe(server: ComfyServer, models: Models, nonce: int, after_sampling: bool = False) -> dict:
     """The probe's report on the main checkpoint's loader output (after a plain KSampler run, if asked)."""
     if after_sampling:
@@ -182,21 +172,11 @@ def probe(server: ComfyServer, models: Models, nonce: int, after_sampling: bool 
 
 
 @pytest.fixture(scope="module")
-def soak(host, random_checkpoint):
-    import model_factory
-    from test_hostile_inputs import FIXTURES, start_server
-
-    files = (random_checkpoint, model_factory.random_checkpoint(FIXTURES, weak=True), tiny_sd3_model())
-    models = Models(*(f.name for f in files))
-    server = start_server(host, *files, custom_nodes={"megapixel_soak_probe": PROBE_SOURCE})
-    try:
-        fresh_probe = probe(server, models, nonce=1)
-        node_types = set(server.object_info())
-        _node_types.update(node_types)
-        reference = FreshReference(server, models, node_types)  # before anything else runs on the server
-        yield Soak(server, models, files, node_types, fresh_probe, reference)
-    finally:
-        server.cleanup()
+def soak(hostile_server):
+    """The server the hostile-input suite ran on (conftest's ``hostile_server``): its fresh probe and reference were
+    taken before any prompt, so whatever the hostile cases left behind counts against the soak's checks too."""
+    _node_types.update(hostile_server.node_types)
+    return hostile_server
 
 
 def rss(server: ComfyServer) -> int:
@@ -224,6 +204,10 @@ def long_patched(m: Models) -> Graph:
     return with_steps(patched(m, seed=4244), "KSampler", 400)
 
 
+def long_dype(m: Models) -> Graph:
+    return with_steps(dype(m, seed=4246, width=256, height=256), "BasicScheduler", 400)
+
+
 RELAY_FIRST_STAGE_STEPS = 5
 
 
@@ -241,6 +225,7 @@ INTERRUPTS: list[tuple[str, Callable[[Models], Graph], str, int]] = [
     ("autoguidance", long_autoguidance, AG, 3),
     ("hidiffusion-patched-sampling", long_patched, HD, 3),
     ("relay-second-stage", long_relay, RELAY, RELAY_FIRST_STAGE_STEPS + 3),
+    ("dype", long_dype, DYPE, 3),
 ]
 
 
@@ -291,6 +276,11 @@ def mixed_prompts(m: Models, node_types: set[str]) -> list[tuple[str, Callable[[
             ("autoguidance", lambda seed: autoguidance(m, seed=seed, width=64, height=64 + 32 * (seed % 3)), "ok"),
             ("autoguidance-same-model", lambda seed: autoguidance(m, weak="same-output", seed=seed), "error"),
             ("autoguidance-other-latent-space", lambda seed: autoguidance(m, weak="sd3", seed=seed), "error"),
+        ]
+    if DYPE in node_types:
+        kinds += [
+            ("dype", lambda seed: dype(m, seed=seed, width=256, height=128 + 64 * (seed % 3)), "ok"),
+            ("dype-on-a-u-net", lambda seed: dype(m, model="sd15", seed=seed), "error"),
         ]
     return kinds
 
