@@ -249,10 +249,6 @@ def test_interrupt_in_the_middle_of_sampling(name, build, needs, at_step, soak):
     still_serving(server)
 
 
-def test_good_prompts_after_interrupts_equal_a_fresh_server(soak):
-    soak.reference.assert_unchanged("after interrupts")
-
-
 # --- soak --------------------------------------------------------------------------------------------------------
 def mixed_prompts(m: Models, node_types: set[str]) -> list[tuple[str, Callable[[int], Graph], str]]:
     """(kind, graph for a seed, expected outcome: 'ok' | 'error' | 'refused') for every kind the pack can run."""
@@ -320,4 +316,5 @@ def test_soak_mixed_prompts(soak):
     assert not now["irregular"], now["irregular"]
     assert now == soak.fresh_probe, json.dumps({"fresh": soak.fresh_probe, "after soak": now}, indent=1)[:6000]
 
-    soak.reference.assert_unchanged("after soak")
+    soak.reference.assert_unchanged("after the interrupts and the soak")  # one comparison covers both: what an
+    # interrupt left behind would still be there
