@@ -31,10 +31,20 @@ class Lab:
     model: ModelPatcher
     weak: ModelPatcher
     vae: comfy.sd.VAE
+    cond: list | None = None  # None: the U-Net's (models.conditioning())
+    _dit: "Lab | None" = None
 
     @property
     def conditioning(self) -> list:
-        return models.conditioning()
+        return self.cond if self.cond is not None else models.conditioning()
+
+    @property
+    def dit(self) -> "Lab":
+        """The same lab with the lab DiT (a RoPE model: ComfyUI's Flux) as its model, loaded on first use."""
+        if self._dit is None:
+            model = models.load_dit(models.WEIGHTS_DIR / models.DIT_FILE)
+            self._dit = Lab(model, model, self.vae, cond=models.dit_conditioning())
+        return self._dit
 
 
 def load_lab() -> Lab:
@@ -100,6 +110,13 @@ def _autoguided(w: float) -> Callable:
     return run
 
 
+def _dype(lab: Lab, method: str) -> ModelPatcher:
+    """DyPE (the pack's patch, the authors' defaults for ``method``) on the lab DiT, native size 128 px."""
+    from megapixel.patches.dype import Settings, apply_dype
+
+    return apply_dype(lab.model, Settings(method=method), native_size=NATIVE_PX)
+
+
 # name -> (what it is, sampler(lab, seed, px, steps) -> latent)
 ROWS: dict[str, tuple[str, Callable]] = {
     "vanilla": ("the model alone, core KSampler", lambda lab, s, px, n: _ksampler(lab.model, lab, s, px, n)),
@@ -116,6 +133,21 @@ ROWS: dict[str, tuple[str, Callable]] = {
     "deep_shrink": ("core Deep Shrink (PatchModelAddDownscale, its defaults)",
                     lambda lab, s, px, n: _ksampler(deep_shrink(lab.model), lab, s, px, n)),
 }
+# The lab DiT (ComfyUI's Flux on the lab latents): plain RoPE, and DyPE's two methods, alone and under the relay.
+ROWS.update({
+    "dit": ("lab DiT (Flux, RoPE), core KSampler", lambda lab, s, px, n: _ksampler(lab.dit.model, lab.dit, s, px, n)),
+    "dit_dype_yarn": ("lab DiT + DyPE (yarn, native_size 128)",
+                      lambda lab, s, px, n: _ksampler(_dype(lab.dit, "yarn"), lab.dit, s, px, n)),
+    "dit_dype_ntk": ("lab DiT + DyPE (ntk, native_size 128)",
+                     lambda lab, s, px, n: _ksampler(_dype(lab.dit, "ntk"), lab.dit, s, px, n)),
+    "dit_relay": ("lab DiT, relay KSampler, native -> 2x (-> 4x)",
+                  lambda lab, s, px, n: _relay(lab.dit.model, lab.dit, s, px, n)),
+    "dit_relay_dype_yarn": ("lab DiT + DyPE (yarn), relay KSampler, native -> 2x (-> 4x)",
+                            lambda lab, s, px, n: _relay(_dype(lab.dit, "yarn"), lab.dit, s, px, n)),
+})
+DIT_ROWS = [name for name in ROWS if name.startswith("dit")]
+# DyPE does nothing at or below the native size: at 1x its rows are the plain DiT's (skipped there).
+SIZE_ONLY = {"dit_dype_yarn", "dit_dype_ntk"}
 AUTOGUIDANCE_WEIGHTS = (1.5, 2.0, 3.0)
 for _w in AUTOGUIDANCE_WEIGHTS:
     ROWS[f"autoguidance_w{_w:g}"] = (f"autoguidance with the weak model, w = {_w:g} (native size only)",
