@@ -36,6 +36,8 @@ import torch
 
 import comfy.patcher_extension
 
+from .model_info import display_name, latent_ratio, patch_size
+
 NTK, YARN = "ntk", "yarn"
 METHODS = (YARN, NTK)
 PER_AXIS, BY_AREA = "per axis", "by area"
@@ -232,42 +234,17 @@ _REJECTED = ("HunyuanImage21Refiner",)  # video-shaped (3-D patches)
 SUPPORTED_TEXT = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, Chroma Radiance, Qwen-Image, Lumina 2, "
                   "Z-Image, HiDream and HunyuanImage 2.1")
 _EMBEDDER_KEYS = ("pe_embedder", "rope_embedder")
-# Latent formats of hosts that do not say their downscale (``spacial_downscale_ratio``, newer hosts): the others are 8.
-_DOWNSCALE_BY_FORMAT = {"HunyuanImage21": 32, "Flux2": 16, "ChromaRadiance": 1}
-
-
-def _model_name(model) -> str:
-    config = getattr(getattr(model, "model", None), "model_config", None)
-    return type(config).__name__ if config is not None else type(getattr(model, "model", model)).__name__
 
 
 def _unsupported(model, why: str, node: str) -> UnsupportedModelError:
     return UnsupportedModelError(
-        f"{node}: model: the model ({_model_name(model)}) {why}. DyPE re-scales the rotary position embeddings "
+        f"{node}: model: the model ({display_name(model)}) {why}. DyPE re-scales the rotary position embeddings "
         f"(RoPE) of {SUPPORTED_TEXT}. Fix: connect one of those; models without RoPE (SD1.x, SD2.x, SDXL and other "
         f"U-Nets, SD3, AuraFlow) have nothing to extrapolate: use HiDiffusion or the relay sampler for them.")
 
 
 def _mro_names(obj) -> list[str]:
     return [c.__name__ for c in type(obj).__mro__]
-
-
-def _downscale(base_model) -> int:
-    fmt = getattr(base_model, "latent_format", None)
-    ratio = getattr(fmt, "spacial_downscale_ratio", None)
-    if isinstance(ratio, int) and ratio > 0:
-        return ratio
-    for name in _mro_names(fmt) if fmt is not None else []:
-        if name in _DOWNSCALE_BY_FORMAT:
-            return _DOWNSCALE_BY_FORMAT[name]
-    return 8
-
-
-def _patch(diffusion_model) -> int:
-    patch = getattr(diffusion_model, "patch_size", 1)
-    if isinstance(patch, (list, tuple)):
-        patch = patch[-1]
-    return int(patch) if isinstance(patch, int) and patch > 0 else 1
 
 
 def detect_family(model, node: str = "DyPE") -> Family:
@@ -284,7 +261,7 @@ def detect_family(model, node: str = "DyPE") -> Family:
         raise _unsupported(model, "is a video-shaped RoPE model whose positions the node cannot re-scale", node)
     for cls_name, family, native_px, axes in _FAMILIES:
         if cls_name in names:
-            return Family(family, native_px, _downscale(base), _patch(dm), key, axes)
+            return Family(family, native_px, latent_ratio(model), patch_size(model), key, axes)
     raise _unsupported(model, "has a RoPE the node does not know how to re-scale (its image axes and native size "
                               "are not known)", node)
 
