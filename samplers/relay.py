@@ -128,9 +128,9 @@ def plan_relay(sigmas: torch.Tensor, latent_shape: tuple[int, ...], stages: str,
     for k, ((h, w), s) in enumerate(zip(sizes, slice_sigmas(sigmas, counts))):
         scale = math.sqrt((h * w) / (h0 * w0))
         shift = None
-        if shifted and k > 0:
-            shift = size_shift(model_sampling, (h0 * w0) * ratio * ratio, (h * w) * ratio * ratio)
-            s = map_sigma(s, math.exp(shift - float(model_sampling.shift)), True)
+        if shifted and k > 0:  # the same timesteps at this stage's own size's shift
+            shift = size_shift(model_sampling, scale)
+            s = map_sigma(s, scale, True)
         resched = reschedule and not shifted and k > 0 and scale != 1.0
         plan.stages.append(RelayStage(k, h, w, len(s) - 1, map_sigma(s, scale, flow) if resched else s, scale,
                                       reschedule=resched, dilate=dilate and k > 0, shift=shift))

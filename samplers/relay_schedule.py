@@ -32,12 +32,13 @@ def is_size_shifted(model_sampling) -> bool:
     return isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux)
 
 
-def size_shift(model_sampling, from_area_px: float, to_area_px: float) -> float:
-    """The shift (mu) for an image of ``to_area_px`` pixels, given the model's for ``from_area_px``: the shift factor
-    e^mu grows with the side (SD3's resolution law, arXiv 2403.03206 section 5.3.2: SNR / s² at s times the side),
-    so mu grows by ln s.  Not the ModelSamplingFlux node's line in the area, which is fitted between 256 and 4096
-    tokens and, extrapolated to 4096 px, gives mu 11.6: pure noise at every step a relay could hand over."""
-    return float(model_sampling.shift) + 0.5 * math.log(to_area_px / from_area_px)
+def size_shift(model_sampling, scale: float) -> float:
+    """The shift (mu) for a stage at ``scale`` times the side of the size the model's shift is set for: the shift
+    factor e^mu grows with the side (SD3's resolution law, arXiv 2403.03206 section 5.3.2: SNR / s² at s times the
+    side), so mu grows by ln s, and the stage's sigmas are :func:`map_sigma` of the same timesteps at ``scale``.  Not
+    the ModelSamplingFlux node's line in the area, which is fitted between 256 and 4096 tokens and, extrapolated to
+    4096 px, gives mu 11.6: pure noise at every step a relay could hand over."""
+    return float(model_sampling.shift) + math.log(scale)
 
 
 def apply_size_shift(model: ModelPatcher, shift: float) -> ModelPatcher:
