@@ -83,10 +83,6 @@ def _prediction_type(patcher: ModelPatcher) -> str:
     return "+".join(bases) or cls.__name__
 
 
-def _family(patcher: ModelPatcher) -> str:
-    return display_name(patcher)
-
-
 # Config entries that fix what a model takes in (latent channels, the text/pooled/size conditioning it reads).  Two
 # models of one family may differ in everything else (width, depth, heads): that is what makes one of them weaker.
 _INPUT_KEYS = ("image_model", "in_channels", "out_channels", "context_dim", "adm_in_channels", "context_in_dim",
@@ -124,9 +120,9 @@ def validate_models(model: ModelPatcher, weak_model: ModelPatcher, node: str = N
     if type(main_format) is not type(weak_format) or main_format.latent_channels != weak_format.latent_channels:
         raise ValueError(
             f"{node}: weak_model works in another latent space ({type(weak_format).__name__} latents, "
-            f"{weak_format.latent_channels} channels; family {_family(weak_model)}) than model "
+            f"{weak_format.latent_channels} channels; family {display_name(weak_model)}) than model "
             f"({type(main_format).__name__} latents, {main_format.latent_channels} channels; family "
-            f"{_family(model)}), so their predictions cannot be combined. Fix: connect a weaker checkpoint of the "
+            f"{display_name(model)}), so their predictions cannot be combined. Fix: connect a weaker checkpoint of the "
             "same family as the main model to weak_model.")
     main_pred, weak_pred = _prediction_type(model), _prediction_type(weak_model)
     if main_pred != weak_pred or model.model.model_type != weak_model.model.model_type:
@@ -136,16 +132,16 @@ def validate_models(model: ModelPatcher, weak_model: ModelPatcher, node: str = N
             "prediction type (e.g. both eps or both v-prediction; a 'ModelSampling...' node can set it) to weak_model.")
     if type(model.model) is not type(weak_model.model):
         raise ValueError(
-            f"{node}: weak_model is a {_family(weak_model)} model and model a {_family(model)} model: different "
-            "architectures take different conditioning, so the weak model cannot guide this one. Fix: connect a "
-            f"weaker {_family(model)} checkpoint (an earlier or smaller one of the same family) to weak_model.")
+            f"{node}: weak_model is a {display_name(weak_model)} model and model a {display_name(model)} model: "
+            "different architectures take different conditioning, so the weak model cannot guide this one. Fix: "
+            f"connect a weaker {display_name(model)} checkpoint (an earlier or smaller one of the same family) to weak_model.")
     main_in, weak_in = _inputs_signature(model), _inputs_signature(weak_model)
     for key in sorted(set(main_in) | set(weak_in)):
         if main_in.get(key) != weak_in.get(key):
             raise ValueError(
-                f"{node}: weak_model ({_family(weak_model)}) takes other inputs than model ({_family(model)}): its "
-                f"{key} is {weak_in.get(key)}, the main model's {main_in.get(key)}, so it cannot take the same "
-                "latents and conditioning. Fix: connect a weaker checkpoint of the same family as the main model "
+                f"{node}: weak_model ({display_name(weak_model)}) takes other inputs than model "
+                f"({display_name(model)}): its {key} is {weak_in.get(key)}, the main model's {main_in.get(key)}, so "
+                "it cannot take the same latents and conditioning. Fix: connect a weaker checkpoint of the same family as the main model "
                 "to weak_model.")
 
 
