@@ -134,15 +134,16 @@ def validate_models(model: ModelPatcher, weak_model: ModelPatcher, node: str = N
         raise ValueError(
             f"{node}: weak_model is a {display_name(weak_model)} model and model a {display_name(model)} model: "
             "different architectures take different conditioning, so the weak model cannot guide this one. Fix: "
-            f"connect a weaker {display_name(model)} checkpoint (an earlier or smaller one of the same family) to weak_model.")
+            f"connect a weaker {display_name(model)} checkpoint (an earlier or smaller one of the same family) to "
+            "weak_model.")
     main_in, weak_in = _inputs_signature(model), _inputs_signature(weak_model)
     for key in sorted(set(main_in) | set(weak_in)):
         if main_in.get(key) != weak_in.get(key):
             raise ValueError(
                 f"{node}: weak_model ({display_name(weak_model)}) takes other inputs than model "
                 f"({display_name(model)}): its {key} is {weak_in.get(key)}, the main model's {main_in.get(key)}, so "
-                "it cannot take the same latents and conditioning. Fix: connect a weaker checkpoint of the same family as the main model "
-                "to weak_model.")
+                "it cannot take the same latents and conditioning. Fix: connect a weaker checkpoint of the same "
+                "family as the main model to weak_model.")
 
 
 def validate_settings(cfg: float, w: float, start_percent: float, end_percent: float, node: str = NODE_NAME) -> None:
