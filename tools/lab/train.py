@@ -18,6 +18,7 @@ are cached under ``.host/lab-cache/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -133,6 +134,42 @@ def loss_weights(sigma: torch.Tensor) -> torch.Tensor:
     return (1 + sigma ** 2).clamp(max=25.0)
 
 
+def _optimizer(net: torch.nn.Module, lr: float, steps: int):
+    """AdamW with a 5% linear warm-up into a cosine decay to a tenth of ``lr``."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    return opt, sched
+
+
+def _batch(data: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """32 random cached latents, each flipped left-right with probability 1/2."""
+    x0 = data[torch.randint(len(data), (32,), generator=g)]
+    flip = torch.rand(32, generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+
+
+def _ema_step(ema: dict, net: torch.nn.Module, step: int) -> None:
+    """EMA with the usual warm-up: early weights fade out fast."""
+    d = min(0.999, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for k, v in net.state_dict().items():
+            ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
+
+
+@contextlib.contextmanager
+def _out_of_place_iadd():
+    """ComfyUI's Flux blocks add their residuals in place (``img += ...``), which autograd refuses; while training,
+    ``+=`` on tensors makes a new tensor (same values).  Restored afterwards, so sampling runs ComfyUI's code as is."""
+    original = torch.Tensor.__iadd__
+    torch.Tensor.__iadd__ = lambda self, other: self + other
+    try:
+        yield
+    finally:
+        torch.Tensor.__iadd__ = original
+
+
 def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | None = None,
                resume: Path | None = None) -> Path:
     """Train the ``kind`` ('main' or 'weak') U-Net on the cached latents (from ``resume``'s weights if given)."""
@@ -156,18 +193,12 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     ms = model.model_sampling
     sigmas = ms.sigmas.float()
-    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    opt, sched = _optimizer(unet, 4e-4, steps)
     g = torch.Generator().manual_seed(seed + 7)
     context = models.empty_context(32).to(device)
     bar = tqdm(range(steps), desc=f"U-Net ({kind})", mininterval=5)
     for step in bar:
-        idx = torch.randint(len(data), (32,), generator=g)
-        x0 = data[idx]
-        flip = torch.rand(32, generator=g) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = _batch(data, g)
         t = torch.randint(len(sigmas), (32,), generator=g)
         sigma = sigmas[t]
         eps = torch.randn(x0.shape, generator=g)
@@ -180,10 +211,7 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
-        d = min(0.999, (1 + step) / (10 + step))  # EMA with the usual warm-up: early weights fade out fast
-        with torch.no_grad():
-            for k, v in unet.state_dict().items():
-                ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
+        _ema_step(ema, unet, step)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         if (step + 1) % 500 == 0 or step + 1 == steps:
             final = out or models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
@@ -231,51 +259,40 @@ def train_dit(steps: int, device: str, seed: int = 0, out: Path | None = None, r
     dit = model.diffusion_model.to(device).train()
     ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
     ms = model.model_sampling
-    opt = torch.optim.AdamW(dit.parameters(), lr=5e-4, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    opt, sched = _optimizer(dit, 5e-4, steps)
     g = torch.Generator().manual_seed(seed + 7)
     context = models.empty_context(32).to(device)
-    # ComfyUI's Flux blocks add their residuals in place (``img += ...``), which autograd refuses; for training
-    # only, ``+=`` on tensors makes a new tensor (same values; the sampler's code paths are untouched).
-    torch.Tensor.__iadd__ = lambda self, other: self + other
     bar = tqdm(range(steps), desc="DiT", mininterval=5)
     final = out or models.WEIGHTS_DIR / models.DIT_FILE
     started = time.time()
-    for step in bar:
-        idx = torch.randint(len(data), (32,), generator=g)
-        x0 = data[idx]
-        flip = torch.rand(32, generator=g) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        u = (torch.randint(1000, (32,), generator=g).float() + torch.rand(32, generator=g)) / 1000
-        sigma = ms.sigma(u.clamp(1e-4, 1.0)).float()
-        eps = torch.randn(x0.shape, generator=g)
-        s4 = sigma[:, None, None, None]
-        xt = (1 - s4) * x0 + s4 * eps
-        pred = dit(xt.to(device), sigma.to(device), context=context, y=None, guidance=None)
-        loss = (pred - (eps - x0).to(device)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        d = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for k, v in dit.state_dict().items():
-                ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.dtype.is_floating_point else ema[k].copy_(v)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if (step + 1) % 500 == 0 or step + 1 == steps:
-            target = final if step + 1 == steps else CACHE / f"dit-step{step + 1}.safetensors"
-            meta = {"megapixel_lab": "lab DiT (ComfyUI Flux), EMA weights", "steps": str(step + 1),
-                    "seed": str(seed), "train_seconds": f"{time.time() - started:.0f}"}
-            snapshot = models.build_dit(config)
-            snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
-            models.save_dit(snapshot, config, target, meta)
-            raw = models.build_dit(config)
-            raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in dit.state_dict().items()})
-            models.save_dit(raw, config, CACHE / f"dit-step{step + 1}-raw.safetensors",
-                            dict(meta, megapixel_lab="lab DiT, raw weights (not EMA)"))
+    with _out_of_place_iadd():
+        for step in bar:
+            x0 = _batch(data, g)
+            u = (torch.randint(1000, (32,), generator=g).float() + torch.rand(32, generator=g)) / 1000
+            sigma = ms.sigma(u.clamp(1e-4, 1.0)).float()
+            eps = torch.randn(x0.shape, generator=g)
+            s4 = sigma[:, None, None, None]
+            xt = (1 - s4) * x0 + s4 * eps
+            pred = dit(xt.to(device), sigma.to(device), context=context, y=None, guidance=None)
+            loss = (pred - (eps - x0).to(device)).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            _ema_step(ema, dit, step)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if (step + 1) % 500 == 0 or step + 1 == steps:
+                target = final if step + 1 == steps else CACHE / f"dit-step{step + 1}.safetensors"
+                meta = {"megapixel_lab": "lab DiT (ComfyUI Flux), EMA weights", "steps": str(step + 1),
+                        "seed": str(seed), "train_seconds": f"{time.time() - started:.0f}"}
+                snapshot = models.build_dit(config)
+                snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
+                models.save_dit(snapshot, config, target, meta)
+                raw = models.build_dit(config)
+                raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in dit.state_dict().items()})
+                models.save_dit(raw, config, CACHE / f"dit-step{step + 1}-raw.safetensors",
+                                dict(meta, megapixel_lab="lab DiT, raw weights (not EMA)"))
     return final
 
 
