@@ -37,6 +37,7 @@ import torch
 import comfy.patcher_extension
 
 from .model_info import display_name, latent_ratio, patch_size
+from .schedule import current_sigma
 
 NTK, YARN = "ntk", "yarn"
 METHODS = (YARN, NTK)
@@ -337,9 +338,10 @@ class DyPE:
     def __call__(self, executor, x, t, *args, **kwargs):
         """APPLY_MODEL wrapper: ``args`` are (c_concat, c_crossattn, control, transformer_options)."""
         options = args[3] if len(args) > 3 and isinstance(args[3], dict) else kwargs.get("transformer_options") or {}
-        sigmas = options.get("sigmas")
-        plan = self.plan(tuple(x.shape), (sigmas if sigmas is not None else t).reshape(-1)[0]) \
-            if x.ndim >= 4 and self._above_native(x.shape) else None
+        plan = None
+        if x.ndim >= 4 and self._above_native(x.shape):  # at or below native: no device read at all
+            sigma = current_sigma(options)
+            plan = self.plan(tuple(x.shape), float(t.reshape(-1)[0]) if sigma is None else sigma)
         if plan is None:
             return executor(x, t, *args, **kwargs)
         embedder = self.installed(executor)
