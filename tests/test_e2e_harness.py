@@ -60,7 +60,9 @@ def test_freeing_a_server_gives_its_model_memory_back(comfy_server, random_check
     process = psutil.Process(comfy_server._proc.pid)
     loaded = process.memory_info().rss
     ComfyServer.free_all_memory()
-    deadline = time.monotonic() + 60
+    # The server frees between prompts, in its worker thread; on a 2-core machine that is still busy (CI provisions
+    # the second host in the background meanwhile) that took over a minute, so wait up to three.
+    deadline = time.monotonic() + 180
     while process.memory_info().rss > loaded - 1.5e9 and time.monotonic() < deadline:
         time.sleep(0.5)
     freed = loaded - process.memory_info().rss
