@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import tiny_dits
-from comfy_server import ComfyServer, Graph, ServerError, execution_error
+from comfy_server import ComfyServer, Graph, ServerError, cached_nodes, execution_error
 from host import HOST_DIR, HOST_VERSION
 from lab.files import LAB_DIR
 
@@ -619,8 +619,7 @@ def test_rerun_graphs_sample_again(server, models, reference):
     # server keeps the last prompt's outputs; the case before may have loaded another model)
     graph = ksampler(base(models, width=64, height=96, rerun=9), seed=777, steps=2)
     entry = server.run(graph)
-    cached = [node for kind, data in entry["status"].get("messages", []) if kind == "execution_cached"
-              for node in data.get("nodes", [])]
+    cached = cached_nodes(entry)
     sampler = next(k for k, v in graph.items() if v["class_type"] == "KSampler")
     assert "1" in cached, f"the loader should come from the cache: {cached}"
     assert sampler not in cached, f"the KSampler came from the cache: {cached}"

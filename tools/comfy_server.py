@@ -231,6 +231,12 @@ class ComfyServer:
         return found
 
 
+def cached_nodes(entry: dict) -> list[str]:
+    """The node ids a finished prompt took from the server's cache (its execution_cached message)."""
+    return [node for kind, data in entry["status"].get("messages", []) if kind == "execution_cached"
+            for node in data.get("nodes", [])]
+
+
 def execution_error(entry: dict) -> str:
     """The exception message of a failed prompt's history entry, or ''."""
     for kind, data in entry.get("status", {}).get("messages", []):
