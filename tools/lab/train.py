@@ -23,6 +23,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 TOOLS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TOOLS))
@@ -180,17 +181,7 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
     torch.manual_seed(seed)
     config = models.UNET_CONFIGS[kind]
     model = models.build_unet(config)
-    import model_factory
-
-    model_factory.init_weights(model.diffusion_model, seed)
-    with torch.no_grad():  # zero the output conv: the model starts predicting zero noise, as usual for DDPM U-Nets
-        model.diffusion_model.out[-1].weight.zero_()
-        model.diffusion_model.out[-1].bias.zero_()
-    if resume is not None:
-        sd = load_file(str(resume))
-        model.diffusion_model.load_state_dict({k[len(models.PREFIX):]: v.float() for k, v in sd.items()})
-    unet = model.diffusion_model.to(device).train()
-    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    unet, ema = _start(model, seed, _zero_init_unet, resume, device)
     ms = model.model_sampling
     sigmas = ms.sigmas.float()
     opt, sched = _optimizer(unet, 4e-4, steps)
@@ -216,16 +207,42 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
         if (step + 1) % 500 == 0 or step + 1 == steps:
             final = out or models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
             target = final if step + 1 == steps else CACHE / f"{kind}w-step{step + 1}.safetensors"
-            snapshot = models.build_unet(config)
-            snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
-            models.save_unet(snapshot, config, target, {"megapixel_lab": f"{kind} U-Net, EMA weights",
-                                                        "steps": str(step + 1), "seed": str(seed)})
-            raw = models.build_unet(config)
-            raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in unet.state_dict().items()})
-            models.save_unet(raw, config, CACHE / f"{kind}w-step{step + 1}-raw.safetensors",
-                             {"megapixel_lab": f"{kind} U-Net, raw weights (not EMA)", "steps": str(step + 1)})
+            _save(models.build_unet, models.save_unet, config, ema, target,
+                  {"megapixel_lab": f"{kind} U-Net, EMA weights", "steps": str(step + 1), "seed": str(seed)})
+            _save(models.build_unet, models.save_unet, config, unet.state_dict(),
+                  CACHE / f"{kind}w-step{step + 1}-raw.safetensors",
+                  {"megapixel_lab": f"{kind} U-Net, raw weights (not EMA)", "steps": str(step + 1)})
     unet.load_state_dict(ema)
     return final
+
+
+def _start(model, seed: int, zero_init: Callable[[torch.nn.Module], None], resume: Path | None,
+           device: str) -> tuple[torch.nn.Module, dict]:
+    """The network to train (seeded init, the family's zero init, or ``resume``'s weights) on ``device``, and its
+    EMA copy."""
+    import model_factory
+
+    model_factory.init_weights(model.diffusion_model, seed)
+    zero_init(model.diffusion_model)
+    if resume is not None:
+        sd = load_file(str(resume))
+        model.diffusion_model.load_state_dict({k[len(models.PREFIX):]: v.float() for k, v in sd.items()})
+    net = model.diffusion_model.to(device).train()
+    return net, {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _save(build: Callable, save: Callable, config: dict, weights: dict, path: Path, meta: dict) -> None:
+    """``weights`` written as the ComfyUI model ``build(config)`` would save them (the file the lab loader reads)."""
+    snapshot = build(config)
+    snapshot.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in weights.items()})
+    save(snapshot, config, path, meta)
+
+
+def _zero_init_unet(dm: torch.nn.Module) -> None:
+    """Zero the output conv: the model starts predicting zero noise, as usual for DDPM U-Nets."""
+    with torch.no_grad():
+        dm.out[-1].weight.zero_()
+        dm.out[-1].bias.zero_()
 
 
 def _zero_init_dit(dm: torch.nn.Module) -> None:
@@ -249,15 +266,7 @@ def train_dit(steps: int, device: str, seed: int = 0, out: Path | None = None, r
     torch.manual_seed(seed)
     config = models.DIT_CONFIG
     model = models.build_dit(config)
-    import model_factory
-
-    model_factory.init_weights(model.diffusion_model, seed)
-    _zero_init_dit(model.diffusion_model)
-    if resume is not None:
-        sd = load_file(str(resume))
-        model.diffusion_model.load_state_dict({k[len(models.PREFIX):]: v.float() for k, v in sd.items()})
-    dit = model.diffusion_model.to(device).train()
-    ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    dit, ema = _start(model, seed, _zero_init_dit, resume, device)
     ms = model.model_sampling
     opt, sched = _optimizer(dit, 5e-4, steps)
     g = torch.Generator().manual_seed(seed + 7)
@@ -286,13 +295,10 @@ def train_dit(steps: int, device: str, seed: int = 0, out: Path | None = None, r
                 target = final if step + 1 == steps else CACHE / f"dit-step{step + 1}.safetensors"
                 meta = {"megapixel_lab": "lab DiT (ComfyUI Flux), EMA weights", "steps": str(step + 1),
                         "seed": str(seed), "train_seconds": f"{time.time() - started:.0f}"}
-                snapshot = models.build_dit(config)
-                snapshot.diffusion_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
-                models.save_dit(snapshot, config, target, meta)
-                raw = models.build_dit(config)
-                raw.diffusion_model.load_state_dict({k: v.detach().cpu() for k, v in dit.state_dict().items()})
-                models.save_dit(raw, config, CACHE / f"dit-step{step + 1}-raw.safetensors",
-                                dict(meta, megapixel_lab="lab DiT, raw weights (not EMA)"))
+                _save(models.build_dit, models.save_dit, config, ema, target, meta)
+                _save(models.build_dit, models.save_dit, config, dit.state_dict(),
+                      CACHE / f"dit-step{step + 1}-raw.safetensors",
+                      dict(meta, megapixel_lab="lab DiT, raw weights (not EMA)"))
     return final
 
 
