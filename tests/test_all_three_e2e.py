@@ -2,22 +2,17 @@
 Autoguidance Guider -> Relay Sampler (custom) -> VAE decode -> save.  The demo runs this workflow too."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
-from comfy_server import load_workflow, workflow_to_api
+from comfy_server import load_workflow, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "megapixel-all-three-sd15.json"
 FIRST, LAST = 256, 384  # px: two stages, lowered so a CPU run stays short
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_workflow_holds_all_three_techniques():

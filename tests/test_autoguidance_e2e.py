@@ -2,22 +2,17 @@
 core SamplerCustomAdvanced; and the error a user gets for two loaders on the same file."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, load_workflow, workflow_to_api
+from comfy_server import ServerError, load_workflow, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "autoguidance-sd15.json"
 SIZE = 128  # px; steps and size lowered so a CPU run takes seconds
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 def quick(main: str, weak: str):

@@ -6,14 +6,13 @@ TAESD file loaded by the stock *Load VAE*."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
 
 import make_workflows
 import tiny_dits
-from comfy_server import load_workflow, workflow_to_api
+from comfy_server import load_workflow, png_size, workflow_to_api
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -42,10 +41,6 @@ def stand_in(prompt: dict, family: str) -> dict:
         out[node_id] = node
     return out
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.mark.e2e

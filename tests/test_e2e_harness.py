@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, cached_nodes, workflow_to_api
+from comfy_server import ServerError, cached_nodes, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +26,6 @@ def core_graph(ckpt_name: str, size: int = 128, steps: int = 2, seed: int = 1) -
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "e2e_core"}},
     }
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_pack_imported_without_failure(comfy_server):

@@ -3,12 +3,11 @@ steps and sizes lowered so a CPU run stays short."""
 from __future__ import annotations
 
 import io
-import struct
 from pathlib import Path
 
 import pytest
 
-from comfy_server import load_workflow, workflow_to_api
+from comfy_server import load_workflow, png_size, workflow_to_api
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 SD15 = WORKFLOWS / "hidiffusion-sd15-2048.json"
@@ -16,10 +15,6 @@ SDXL = WORKFLOWS / "hidiffusion-sdxl-4096.json"
 SIZE = 384  # px: small enough for a CPU (the VAE decode dominates); the one-click node is told the real target
 HIDIFFUSION_TYPES = {"MegapixelHiDiffusion", "MegapixelHiDiffusionRAUNet", "MegapixelHiDiffusionMSWMSA"}
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.mark.parametrize("path, width, types", [

@@ -2,12 +2,11 @@
 spec refused at validation with the node, the input and the fix."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, load_workflow, workflow_to_api
+from comfy_server import ServerError, load_workflow, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
@@ -15,10 +14,6 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 SD15 = WORKFLOWS / "relay-sd15-512-768-1024.json"
 SDXL = WORKFLOWS / "relay-sdxl-1024-2048.json"
 
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 def quick(ckpt: str, stages: str, first: int, steps: int):

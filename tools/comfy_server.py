@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -229,6 +230,12 @@ class ComfyServer:
                                                 "type": img.get("type", "output")})
                 found.append((img["filename"], self.get_bytes(f"/view?{query}")))
         return found
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of the PNG bytes a server saved (from /view), read from its header."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
 
 
 def cached_nodes(entry: dict) -> list[str]:
