@@ -26,13 +26,9 @@ class UnsupportedModelError(ValueError):
     """The model is not a U-Net HiDiffusion can patch."""
 
 
-def _model_name(model) -> str:
-    return display_name(model)
-
-
 def _unsupported(model, why: str, node: str) -> UnsupportedModelError:
     return UnsupportedModelError(
-        f"{node}: the model ({_model_name(model)}) {why}. HiDiffusion supports {SUPPORTED_TEXT}; "
+        f"{node}: the model ({display_name(model)}) {why}. HiDiffusion supports {SUPPORTED_TEXT}; "
         f"connect one of those (DiTs such as SD3 or Flux, and Stable Cascade, have no U-Net levels to patch).")
 
 
