@@ -30,7 +30,7 @@ model is bit-identical to the unpatched one there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -212,7 +212,6 @@ class Family:
     """What DyPE needs to know of a RoPE DiT: its native side (px), its latent's downscale, the diffusion model's
     patch size, the RoPE embedder's attribute, and which RoPE axes are height and width."""
 
-    name: str
     native_px: int
     downscale: int
     patch: int
@@ -220,16 +219,16 @@ class Family:
     spatial_axes: tuple[int, int]
 
 
-# model_base class name -> (family name, native px, spatial axes).  Checked most-derived first.
+# model_base class name -> (native px, spatial axes).  Checked most-derived first.
 _FAMILIES = (
-    ("ChromaRadiance", "Chroma Radiance", 1024, (1, 2)),
-    ("Chroma", "Chroma", 1024, (1, 2)),
-    ("Flux2", "Flux.2", 1024, (1, 2)),
-    ("Flux", "Flux", 1024, (1, 2)),
-    ("QwenImage", "Qwen-Image", 1328, (1, 2)),
-    ("Lumina2", "Lumina 2 / Z-Image", 1024, (1, 2)),
-    ("HiDream", "HiDream", 1024, (1, 2)),
-    ("HunyuanImage21", "HunyuanImage 2.1", 2048, (0, 1)),
+    ("ChromaRadiance", 1024, (1, 2)),
+    ("Chroma", 1024, (1, 2)),
+    ("Flux2", 1024, (1, 2)),
+    ("Flux", 1024, (1, 2)),
+    ("QwenImage", 1328, (1, 2)),
+    ("Lumina2", 1024, (1, 2)),  # and Z-Image
+    ("HiDream", 1024, (1, 2)),
+    ("HunyuanImage21", 2048, (0, 1)),
 )
 _REJECTED = ("HunyuanImage21Refiner",)  # video-shaped (3-D patches)
 SUPPORTED_TEXT = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, Chroma Radiance, Qwen-Image, Lumina 2, "
@@ -260,9 +259,9 @@ def detect_family(model, node: str = "DyPE") -> Family:
         raise _unsupported(model, "has no rotary position embedder (pe_embedder / rope_embedder)", node)
     if any(n in _REJECTED for n in names):
         raise _unsupported(model, "is a video-shaped RoPE model whose positions the node cannot re-scale", node)
-    for cls_name, family, native_px, axes in _FAMILIES:
+    for cls_name, native_px, axes in _FAMILIES:
         if cls_name in names:
-            return Family(family, native_px, latent_ratio(model), patch_size(model), key, axes)
+            return Family(native_px, latent_ratio(model), patch_size(model), key, axes)
     raise _unsupported(model, "has a RoPE the node does not know how to re-scale (its image axes and native size "
                               "are not known)", node)
 
@@ -393,9 +392,8 @@ def apply_dype(model, settings: Settings = Settings(), native_size: int = 0, nod
         if native_size < 64 or native_size % 8:
             raise ValueError(f"{node}: native_size: {native_size} px is not a training resolution. Fix: give the "
                              f"side in pixels the model was trained at (a multiple of 8, at least 64), or 0 for the "
-                             f"family's ({family.native_px} px for {family.name}).")
-        family = Family(family.name, int(native_size), family.downscale, family.patch, family.embedder_key,
-                        family.spatial_axes)
+                             f"family's ({family.native_px} px for {display_name(model)}).")
+        family = replace(family, native_px=int(native_size))
     if dype_on(model) is not None:
         raise ValueError(f"{node}: model: the model already has DyPE (from another DyPE node); a second one would "
                          f"replace the first one's settings. Fix: keep one DyPE node on the model.")

@@ -304,7 +304,7 @@ def test_node_inputs(flux):
     assert embedder.settings == dype.Settings(dype.NTK, dynamic=False) and embedder.family.native_px == NATIVE
     with pytest.raises(ValueError, match=r"DyPE \(RoPE extrapolation\): model: the model already has DyPE"):
         dype_nodes.DyPENode.execute(out)
-    with pytest.raises(ValueError, match=r"native_size: 100 px .*Fix"):
+    with pytest.raises(ValueError, match=r"native_size: 100 px .*Fix.*\(1024 px for Flux.1 dev\)"):
         dype_nodes.DyPENode.execute(flux, native_size=100)
     with pytest.raises(ValueError, match=r"advanced\): beta_fast \(0.5\) must be larger than beta_slow"):
         dype_nodes.DyPEAdvanced.execute(flux, "yarn", True, 2.0, 2.0, 0.5, 0.75, 16.0, 2.0, True, "per axis")
