@@ -35,9 +35,6 @@ from host import import_in_process  # noqa: E402
 
 DEFAULT_SEEDS = "0-23"
 QUICK_SEEDS = "0-5"
-SIZE_ROWS = ["vanilla", "hidiffusion", "rau_net", "msw_msa", "relay", "relay_hidiffusion", "deep_shrink"]
-# The lab DiT (a RoPE model: ComfyUI's Flux trained on the same scenes): plain, DyPE yarn / ntk, relay, relay + DyPE.
-DIT_ROWS = ["dit", "dit_dype_yarn", "dit_dype_ntk", "dit_relay", "dit_relay_dype_yarn"]
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -95,9 +92,9 @@ def run(seeds: list[int], scales: list[int], rows: list[str] | None = None, step
         for scale in scales:
             if row in pipeline.NATIVE_ONLY and scale != 1:
                 continue
-            if row in getattr(pipeline, "SIZE_ONLY", ()) and scale == 1:
+            if row in pipeline.SIZE_ONLY and scale == 1:
                 continue  # DyPE is off at or below the native size: the plain DiT row
-            if (row.startswith("relay") or row.startswith("dit_relay")) and scale == 1:
+            if row.startswith(("relay", "dit_relay")) and scale == 1:
                 continue  # a one-stage relay is the core KSampler (tested bit-for-bit): the vanilla row
             started = time.perf_counter()
             stats = pipeline.measure_row(lab, row, seeds, pipeline.NATIVE_PX * scale, steps)

@@ -145,7 +145,6 @@ ROWS.update({
     "dit_relay_dype_yarn": ("lab DiT + DyPE (yarn), relay KSampler, native -> 2x (-> 4x)",
                             lambda lab, s, px, n: _relay(_dype(lab.dit, "yarn"), lab.dit, s, px, n)),
 })
-DIT_ROWS = [name for name in ROWS if name.startswith("dit")]
 # DyPE does nothing at or below the native size: at 1x its rows are the plain DiT's (skipped there).
 SIZE_ONLY = {"dit_dype_yarn", "dit_dype_ntk"}
 AUTOGUIDANCE_WEIGHTS = (1.5, 2.0, 3.0)
