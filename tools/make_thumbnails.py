@@ -1,10 +1,11 @@
 """Thumbnails for the template browser: ``workflows/<name>.jpg`` beside each shipped workflow, showing what the
-workflow's technique makes — rendered from the quality lab's model (``tools/lab/``), the one model trained here.
+workflow's technique makes — rendered from the quality lab's models (``tools/lab/``: its U-Net, and its DiT for the
+Flux workflows), the models trained here.
 
     .host/venv/bin/python tools/make_thumbnails.py
 
-Each workflow maps to the lab row of its technique (HiDiffusion, relay, relay over HiDiffusion, autoguidance) at the
-size that shows it; deterministic (fixed seeds).  ComfyUI serves them to the template browser as
+Each workflow maps to the lab row of its technique (HiDiffusion, relay, relay over HiDiffusion, autoguidance; relay
+and relay over DyPE on the lab DiT) at the size that shows it; deterministic (fixed seeds).  ComfyUI serves them to the template browser as
 ``/api/workflow_templates/megapixel/<name>.jpg``.
 """
 from __future__ import annotations
@@ -28,8 +29,8 @@ TECHNIQUE = {
     "megapixel-all-three-sd15": ("relay_hidiffusion", 4),
     "relay-sd15-512-768-1024": ("relay", 2),
     "relay-sdxl-1024-2048": ("relay", 2),
-    "relay-autoguidance-flux1-1024-2048": ("relay", 2),  # no DiT is trained here: the lab U-Net's relay
-    "dype-relay-flux1-1024-2048-4096": ("relay", 2),  # nor does the lab U-Net have RoPE: its relay
+    "relay-autoguidance-flux1-1024-2048": ("dit_relay", 2),  # the lab DiT (a ComfyUI Flux); it has no weak model
+    "dype-relay-flux1-1024-2048-4096": ("dit_relay_dype_yarn", 4),
 }
 
 
