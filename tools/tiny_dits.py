@@ -209,18 +209,24 @@ def _params_dataclass(network: type) -> type | None:
 
 
 def _unet_config(family: str) -> dict:
-    """The tiny unet_config fitted to the running host: fields its network requires that older hosts lack are
-    added, fields it does not know are left out."""
+    """The tiny unet_config fitted to the running host (see :func:`fit_to_host`)."""
     spec = _spec(family)
-    config = dict(spec.unet)
-    net = _network_class(getattr(comfy.supported_models, spec.config))
+    return fit_to_host(getattr(comfy.supported_models, spec.config), spec.unet, spec.newer)
+
+
+def fit_to_host(config_cls: type, unet_config: dict, newer: dict) -> dict:
+    """``unet_config`` for ``config_cls`` (a ``comfy.supported_models`` class) fitted to the running host: the
+    fields of ``newer`` that its network's parameters require (and older hosts lack) are added, fields it does not
+    know are left out."""
+    config = dict(unet_config)
+    net = _network_class(config_cls)
     sig = inspect.signature(net.__init__)
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     params_cls = _params_dataclass(net) if takes_kwargs else None
     if params_cls is not None:
         names = {f.name for f in dataclasses.fields(params_cls)}
         accepted = names | set(sig.parameters)
-        for key, value in spec.newer.items():
+        for key, value in newer.items():
             if key in names and key not in config:
                 config[key] = value
     elif takes_kwargs:

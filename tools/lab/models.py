@@ -111,21 +111,12 @@ class LabFlux(comfy.supported_models.Flux):
     latent_format = comfy.latent_formats.SD15
 
 
-def _dit_config(config: dict) -> dict:
-    """``config`` fitted to the running host's Flux parameters (newer hosts require ``txt_ids_dims``)."""
-    import dataclasses
-    import comfy.ldm.flux.model as flux_model
-
-    names = {f.name for f in dataclasses.fields(flux_model.FluxParams)}
-    config = dict(config)
-    if "txt_ids_dims" in names and "txt_ids_dims" not in config:
-        config["txt_ids_dims"] = []
-    return config
-
-
 def build_dit(config: dict = DIT_CONFIG, dtype: torch.dtype | None = None) -> comfy.model_base.Flux:
-    """The lab DiT (a ``comfy.model_base.Flux``) from its config; weights uninitialised."""
-    config = _dit_config(config)
+    """The lab DiT (a ``comfy.model_base.Flux``) from its config, fitted to the running host (newer hosts require
+    ``txt_ids_dims``); weights uninitialised."""
+    from tiny_dits import fit_to_host
+
+    config = fit_to_host(comfy.supported_models.Flux, config, {"txt_ids_dims": []})
     if dtype is not None:
         config["dtype"] = dtype
     return LabFlux(config).get_model({})
