@@ -143,8 +143,9 @@ def load_dit(path: Path | None = None, dtype: torch.dtype | None = None) -> comf
         dtype = comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
     model = build_dit(config, dtype=dtype)
     sd = load_file(str(path))
-    model.diffusion_model.load_state_dict({k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)},
-                                          strict=True)
+    # As ComfyUI's loaders do: the host's own key renames (0.30.0 renamed Flux's RMSNorm "scale" to "weight").
+    sd = model.model_config.process_unet_state_dict({k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)})
+    model.diffusion_model.load_state_dict(sd, strict=True)
     model.eval()
     return comfy.model_patcher.ModelPatcher(
         model, load_device=comfy.model_management.get_torch_device(),
