@@ -47,32 +47,53 @@ def build_unet(config: dict, dtype: torch.dtype | None = None) -> comfy.model_ba
     return comfy.model_base.BaseModel(model_config, model_type=comfy.model_base.ModelType.EPS)
 
 
+# The metadata entry that holds a lab file's config (and says which kind of lab model it is).
+UNET_KEY, DIT_KEY = "megapixel_lab_unet_config", "megapixel_lab_dit_config"
+
+
 def save_unet(model: comfy.model_base.BaseModel, config: dict, path: Path, metadata: dict | None = None) -> Path:
     """The U-Net's weights in fp16 with its config in the file's metadata."""
+    return _save(model, UNET_KEY, config, path, metadata)
+
+
+def read_unet_config(path: Path) -> dict:
+    return _read_config(path, UNET_KEY, "U-Net")
+
+
+def load_unet(path: Path, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
+    """A lab U-Net file as a ModelPatcher on ComfyUI's devices (what the lab loader node returns)."""
+    return _load(build_unet(read_unet_config(path), dtype=_dtype(dtype)), path)
+
+
+def _save(model: comfy.model_base.BaseModel, key: str, config: dict, path: Path, metadata: dict | None) -> Path:
     sd = {PREFIX + k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
-    meta = {"megapixel_lab_unet_config": json.dumps(config), **(metadata or {})}
+    meta = {key: json.dumps(config), **(metadata or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata={k: str(v) for k, v in meta.items()})
     return path
 
 
-def read_unet_config(path: Path) -> dict:
+def _read_config(path: Path, key: str, what: str) -> dict:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if "megapixel_lab_unet_config" not in meta:
-        raise ValueError(f"{path} is not a Megapixel lab U-Net (no megapixel_lab_unet_config in its metadata)")
-    return json.loads(meta["megapixel_lab_unet_config"])
+    if key not in meta:
+        raise ValueError(f"{path} is not a Megapixel lab {what} (no {key} in its metadata)")
+    return json.loads(meta[key])
 
 
-def load_unet(path: Path, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
-    """A lab U-Net file as a ModelPatcher on ComfyUI's devices (what the lab loader node returns)."""
-    config = read_unet_config(path)
-    if dtype is None:
-        dtype = comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
-    model = build_unet(config, dtype=dtype)
+def _dtype(dtype: torch.dtype | None) -> torch.dtype:
+    """``dtype``, or the one ComfyUI would run the diffusion model in on this device."""
+    if dtype is not None:
+        return dtype
+    return comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
+
+
+def _load(model: comfy.model_base.BaseModel, path: Path) -> comfy.model_patcher.ModelPatcher:
+    """``path``'s weights in ``model`` (built from the file's config), as a ModelPatcher on ComfyUI's devices."""
     sd = load_file(str(path))
-    sd = {k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)}
+    # As ComfyUI's loaders do: the host's own key renames (0.30.0 renamed Flux's RMSNorm "scale" to "weight").
+    sd = model.model_config.process_unet_state_dict({k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)})
     model.diffusion_model.load_state_dict(sd, strict=True)
     model.eval()
     return comfy.model_patcher.ModelPatcher(
@@ -88,7 +109,6 @@ def empty_context(batch: int = 1) -> torch.Tensor:
 def conditioning() -> list:
     """That context as a ComfyUI CONDITIONING (positive and negative alike: the model is unconditional)."""
     return [[empty_context(), {}]]
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,33 +143,14 @@ def build_dit(config: dict = DIT_CONFIG, dtype: torch.dtype | None = None) -> co
 
 
 def save_dit(model: comfy.model_base.Flux, config: dict, path: Path, metadata: dict | None = None) -> Path:
-    sd = {PREFIX + k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
-    meta = {"megapixel_lab_dit_config": json.dumps(config), **(metadata or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={k: str(v) for k, v in meta.items()})
-    return path
+    """The DiT's weights in fp16 with its config in the file's metadata."""
+    return _save(model, DIT_KEY, config, path, metadata)
 
 
 def load_dit(path: Path | None = None, dtype: torch.dtype | None = None) -> comfy.model_patcher.ModelPatcher:
-    """A lab DiT file as a ModelPatcher (fp32 on CPU unless ``dtype``)."""
+    """A lab DiT file as a ModelPatcher on ComfyUI's devices."""
     path = Path(path or WEIGHTS_DIR / DIT_FILE)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "megapixel_lab_dit_config" not in meta:
-        raise ValueError(f"{path} is not a Megapixel lab DiT (no megapixel_lab_dit_config in its metadata)")
-    config = json.loads(meta["megapixel_lab_dit_config"])
-    if dtype is None:
-        dtype = comfy.model_management.unet_dtype(model_params=0, supported_dtypes=[torch.float16, torch.float32])
-    model = build_dit(config, dtype=dtype)
-    sd = load_file(str(path))
-    # As ComfyUI's loaders do: the host's own key renames (0.30.0 renamed Flux's RMSNorm "scale" to "weight").
-    sd = model.model_config.process_unet_state_dict({k[len(PREFIX):]: v for k, v in sd.items() if k.startswith(PREFIX)})
-    model.diffusion_model.load_state_dict(sd, strict=True)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(
-        model, load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device())
+    return _load(build_dit(_read_config(path, DIT_KEY, "DiT"), dtype=_dtype(dtype)), path)
 
 
 def dit_conditioning() -> list:
