@@ -197,13 +197,7 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
         pred = unet(xt.to(device), t.float().to(device), context=context)
         w = loss_weights(sigma).to(device)
         loss = ((pred - eps.to(device)).pow(2).mean(dim=(1, 2, 3)) * w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        _ema_step(ema, unet, step)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        _optimise(loss, unet, opt, sched, ema, step, bar)
         if (step + 1) % 500 == 0 or step + 1 == steps:
             final = out or models.WEIGHTS_DIR / (models.UNET_FILE if kind == "main" else models.WEAK_UNET_FILE)
             target = final if step + 1 == steps else CACHE / f"{kind}w-step{step + 1}.safetensors"
@@ -214,6 +208,17 @@ def train_unet(kind: str, steps: int, device: str, seed: int = 0, out: Path | No
                   {"megapixel_lab": f"{kind} U-Net, raw weights (not EMA)", "steps": str(step + 1)})
     unet.load_state_dict(ema)
     return final
+
+
+def _optimise(loss: torch.Tensor, net: torch.nn.Module, opt, sched, ema: dict, step: int, bar) -> None:
+    """One training step on ``loss``: gradients clipped to norm 1, the learning-rate schedule and the EMA advanced."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    _ema_step(ema, net, step)
+    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
 
 def _start(model, seed: int, zero_init: Callable[[torch.nn.Module], None], resume: Path | None,
@@ -284,13 +289,7 @@ def train_dit(steps: int, device: str, seed: int = 0, out: Path | None = None, r
             xt = (1 - s4) * x0 + s4 * eps
             pred = dit(xt.to(device), sigma.to(device), context=context, y=None, guidance=None)
             loss = (pred - (eps - x0).to(device)).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            _ema_step(ema, dit, step)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            _optimise(loss, dit, opt, sched, ema, step, bar)
             if (step + 1) % 500 == 0 or step + 1 == steps:
                 target = final if step + 1 == steps else CACHE / f"dit-step{step + 1}.safetensors"
                 meta = {"megapixel_lab": "lab DiT (ComfyUI Flux), EMA weights", "steps": str(step + 1),
