@@ -130,25 +130,16 @@ def bench(size: int = 512, rounds: int = 5, at: int = 17, device: str = "auto", 
 
 
 def dype_flux(cuda: bool, dtype):
-    """(a Flux-shaped DiT with random weights, its native side in px, text tokens) for the dype case."""
-    import comfy.supported_models
-    import model_factory
+    """(a Flux-shaped DiT with random weights, its native side in px, text tokens) for the dype case: the tiny
+    Flux.1 schnell (no guidance embedding; Flux's text widths, head width and RoPE axes) at benchmark width."""
+    import tiny_dits
 
     width, heads, double, single, native = (3072, 24, 2, 4, 1024) if cuda else (256, 2, 1, 1, 512)
-    config = comfy.supported_models.Flux(dict(
-        image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096, hidden_size=width,
-        mlp_ratio=4.0, num_heads=heads, depth=double, depth_single_blocks=single, axes_dim=[16, 56, 56],
-        theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False, txt_ids_dims=[]))
-    try:
-        model = config.get_model({})
-    except TypeError:  # hosts before txt_ids_dims (0.3.75) do not take it
-        config.unet_config.pop("txt_ids_dims", None)
-        model = config.get_model({})
-    model_factory.init_weights(model.diffusion_model, seed=0)
+    model = tiny_dits.tiny_dit(tiny_dits.FLUX_SCHNELL, seed=0, hidden_size=width, num_heads=heads, depth=double,
+                               depth_single_blocks=single)
     if dtype is not None:
-        model.diffusion_model.to(dtype)
-    model.eval()
-    return model_factory._patcher(model), native, 64
+        model.model.diffusion_model.to(dtype)
+    return model, native, 64
 
 
 def bench_dype(rounds: int = 5, device: str = "auto", log=print) -> list[dict]:
