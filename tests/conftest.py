@@ -101,16 +101,15 @@ class HostileServer:
 
 
 @pytest.fixture(scope="session")
-def hostile_server(host, random_checkpoint):
+def hostile_server(host, random_checkpoint, random_weak_checkpoint):
     """One server for tests/test_hostile_inputs.py and tests/test_soak.py (one start, one set of model loads, one
     fresh-server reference for both): the main and weak random checkpoints, a tiny SD3, the soak probe node and the
     development nodes.  The probe's report and the good prompts' pixels are taken first, on a server that has run
     nothing else."""
-    import model_factory
-    from test_hostile_inputs import FIXTURES, FreshReference, Models, start_server, tiny_sd3_model
+    from test_hostile_inputs import FreshReference, Models, start_server, tiny_sd3_model
     from test_soak import PROBE_SOURCE, probe
 
-    files = (random_checkpoint, model_factory.random_checkpoint(FIXTURES, weak=True), tiny_sd3_model())
+    files = (random_checkpoint, random_weak_checkpoint, tiny_sd3_model())
     models = Models(*(f.name for f in files))
     server = start_server(host, *files, custom_nodes={"megapixel_soak_probe": PROBE_SOURCE})
     try:
