@@ -469,7 +469,7 @@ GOOD = [
     ("autoguidance", lambda m, rerun: autoguidance(m, width=96, height=64, seed=778, rerun=rerun, steps=2), AG),
     ("hidiffusion", lambda m, rerun: patched(m, seed=779, rerun=rerun), HD),
     ("relay", lambda m, rerun: relay(m, seed=780, width=64, height=96, rerun=rerun), RELAY),
-    ("dype", lambda m, rerun: dype(m, seed=781, rerun=rerun), "MegapixelDyPE"),
+    ("dype", lambda m, rerun: dype(m, seed=781, rerun=rerun), DYPE),
 ]
 
 

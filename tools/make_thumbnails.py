@@ -5,8 +5,8 @@ Flux workflows), the models trained here.
     .host/venv/bin/python tools/make_thumbnails.py
 
 Each workflow maps to the lab row of its technique (HiDiffusion, relay, relay over HiDiffusion, autoguidance; relay
-and relay over DyPE on the lab DiT) at the size that shows it; deterministic (fixed seeds).  ComfyUI serves them to the template browser as
-``/api/workflow_templates/megapixel/<name>.jpg``.
+and relay over DyPE on the lab DiT) at the size that shows it; deterministic (fixed seeds).  ComfyUI serves them to
+the template browser as ``/api/workflow_templates/megapixel/<name>.jpg``.
 """
 from __future__ import annotations
 
