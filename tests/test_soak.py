@@ -5,8 +5,9 @@ a row; afterwards good prompts give exactly a fresh server's pixels, the server'
 The server is the one the hostile-input suite ran on (conftest's ``hostile_server``), so the fresh-server checks cover
 what those cases left behind as well.  "Nothing left behind" is checked from inside the server by a test-only probe
 node (installed in that test server, never shipped): it reports the loader's ModelPatcher state (model_options,
-patches, object patches, wrappers, callbacks, additional models) and the U-Net's structure (conv strides/paddings/dilations, forward hooks,
-instance-level forward overrides), which must match what the freshly loaded model showed.
+patches, object patches, wrappers, callbacks, additional models) and the U-Net's structure (conv strides, paddings
+and dilations, forward hooks, instance-level forward overrides), which must match what the freshly loaded model
+showed.
 
 Tiny sizes (64-128 px) and 1-2 steps keep it to a few minutes on CPU.
 """
