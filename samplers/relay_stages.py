@@ -5,7 +5,7 @@ Pure functions, no model needed:
 - :func:`parse_stages` reads the ``stages`` text: scale factors of the input latent (``"1, 1.5, 2"``) or sizes in
   pixels (``"512x512, 768x768, 1024x1024"``); separators may be commas, semicolons, spaces or arrows.
 - :func:`parse_split` reads the ``step_split`` text: one weight per stage (``"80/10/10"``, ``"40, 5, 5"``); empty
-  means MegaFusion's default (:func:`default_split`).
+  means the default split (:func:`default_split`: half the steps for the first stage).
 - :func:`stage_sizes` resolves the stages against the input latent's size (in latent pixels).
 - :func:`split_steps` apportions the total steps to the stages; :func:`slice_sigmas` cuts one schedule into
   consecutive slices that share their boundary sigmas.
@@ -154,13 +154,21 @@ def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int, ratio: i
 
 
 # --- step split -------------------------------------------------------------------------------------------------
+FIRST_STAGE_SHARE = 0.5  # the default split's share of the first stage (the quality lab's finding; docs/relay.md)
+
+
 def default_split(total_steps: int, n_stages: int) -> list[int]:
-    """MegaFusion's split: the first stage gets 80% of the steps, the others share the last 20% evenly (at least one
-    step each; a remainder goes to the earlier, cheaper ones).  50 steps: 40/5/5 (three stages), 40/10 (two)."""
+    """The default split: the first stage gets half the steps (rounded up), the others share the rest evenly (at
+    least one step each; a remainder goes to the earlier, cheaper ones).  20 steps: 10/5/5 (three stages), 10/10 (two).
+
+    MegaFusion's paper gives the first stage 80 %; on the quality lab's model that leaves the later stages two steps
+    at a low noise level, too few to clean what a latent upscale brings (blotches, and coloured bands along the edges:
+    the border latents, stretched), and duplicates more.  Half the schedule per stage is what a hires fix at denoise
+    0.5 re-noises to, and measured best (docs/relay.md)."""
     _check_enough_steps(total_steps, n_stages)
     if n_stages == 1:
         return [total_steps]
-    rest = max(n_stages - 1, (total_steps * 2 + 5) // 10)  # round(20%), at least one step per later stage
+    rest = max(n_stages - 1, min(total_steps - 1, math.floor(total_steps * (1 - FIRST_STAGE_SHARE))))
     base, extra = divmod(rest, n_stages - 1)
     later = [base + (1 if i < extra else 0) for i in range(n_stages - 1)]
     return [total_steps - rest, *later]

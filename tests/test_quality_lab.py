@@ -63,6 +63,57 @@ def test_malformed_shapes_score_low():
     assert stats.count == 1 and stats.fidelities[0] < measure.MALFORMED_IOU
 
 
+def _gradient(size: int = 128) -> torch.Tensor:
+    """A muted background with a linear gradient in every channel, as the training scenes have."""
+    ys, xs = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
+    return torch.stack([0.3 + 0.2 * xs, 0.4 - 0.1 * ys, 0.35 + 0.05 * (xs + ys)], dim=-1)
+
+
+def test_background_figures_from_first_principles():
+    size = 128
+    clean = _gradient(size)
+    clean[40:80, 40:80] = torch.tensor([1.0, 0.0, 0.0])  # an object: outside the background
+    stats = measure.measure_image(clean)
+    assert stats.count == 1
+    assert stats.background_noise == pytest.approx(0.0, abs=1e-6)  # a plane fits a linear gradient exactly
+    assert stats.edge_band == pytest.approx(0.0, abs=1e-6)
+    # Noise of known RMS over the whole background reads as that RMS (the plane fit takes 3 of ~10^4 dof).
+    noisy = clean + torch.randn(size, size, 3, generator=torch.Generator().manual_seed(0)) * 0.02
+    noisy[40:80, 40:80] = torch.tensor([1.0, 0.0, 0.0])
+    assert measure.measure_image(noisy).background_noise == pytest.approx(0.02, rel=0.1)
+    # A stripe of colour d along one edge (the band's width) reads |d|, whatever the side; the interior stays clean.
+    band = measure._band_width(size)
+    for rows, cols in (((slice(0, band)), slice(None)), (slice(size - band, size), slice(None)),
+                       (slice(None), slice(0, band)), (slice(None), slice(size - band, size))):
+        striped = clean.clone()
+        striped[rows, cols] += torch.tensor([0.0, -0.06, 0.08])
+        got = measure.measure_image(striped)
+        assert got.edge_band == pytest.approx(0.1, abs=1e-4)
+        assert got.background_noise == pytest.approx(0.0, abs=1e-6)
+    # Real scenes (anti-aliased objects on exact gradients) are clean by both figures.
+    for s in measure.measure_batch(scenes.batch(range(8), 256)):
+        assert s.background_noise < 1e-4 and s.edge_band < 1e-4
+
+
+def test_paired_intervals_from_first_principles():
+    from lab.stats import excludes_zero, paired_difference, wilson
+
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)  # the textbook value
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    seeds = list(range(64))
+    base = [float(s % 7) for s in seeds]  # a wide spread between seeds ...
+    shifted = [b + 0.1 for b in base]     # ... and a small, constant effect: only pairing shows it
+    diff, ci = paired_difference(shifted, base, mean)
+    assert diff == pytest.approx(0.1) and ci[0] == pytest.approx(0.1) and ci[1] == pytest.approx(0.1)
+    assert excludes_zero(ci)
+    diff, ci = paired_difference(base, list(base), mean)
+    assert diff == 0.0 and not excludes_zero(ci)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference(base, base[:-1], mean)
+
+
 # --- the lab model through the real server --------------------------------------------------------------------
 
 

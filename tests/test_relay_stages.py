@@ -84,11 +84,11 @@ def test_factors_that_round_to_the_same_size_are_rejected():
 
 
 @pytest.mark.parametrize("steps, n, expected", [
-    (50, 3, [40, 5, 5]), (50, 2, [40, 10]), (20, 3, [16, 2, 2]), (10, 3, [8, 1, 1]), (28, 2, [22, 6]),
-    (4, 3, [2, 1, 1]), (3, 3, [1, 1, 1]), (7, 1, [7]), (11, 4, [8, 1, 1, 1]), (30, 4, [24, 2, 2, 2]),
-    (25, 4, [20, 2, 2, 1]),
+    (50, 3, [25, 13, 12]), (50, 2, [25, 25]), (20, 3, [10, 5, 5]), (10, 3, [5, 3, 2]), (28, 2, [14, 14]),
+    (4, 3, [2, 1, 1]), (3, 3, [1, 1, 1]), (7, 1, [7]), (11, 4, [6, 2, 2, 1]), (30, 4, [15, 5, 5, 5]),
+    (25, 4, [13, 4, 4, 4]), (2, 2, [1, 1]), (5, 2, [3, 2]),
 ])
-def test_default_split_is_megafusions(steps, n, expected):
+def test_default_split_gives_the_first_stage_half_the_steps(steps, n, expected):
     assert default_split(steps, n) == expected
     assert split_steps(steps, n, parse_split("", n)) == expected
 

@@ -93,8 +93,8 @@ def flux_relay_autoguidance() -> Workflow:
     _relay_back(wf, front, guider, front["model"], "1024x1024, 2048x2048", "megapixel_relay_flux", tiled=False)
     wf.node("MarkdownNote", [
         "**MegaFusion relay + autoguidance, Flux.1 dev 1024 -> 2048 px.** BasicScheduler makes ONE 28-step "
-        "schedule; the relay samples 80% of it at 1024 px, then upscales the clean estimate and finishes at 2048 px "
-        "(empty step_split = 80/20).\n\n" + SHIFT_NOTE + " On both models, if you add it.\n\n**Autoguidance:** the "
+        "schedule; the relay samples half of it at 1024 px, then upscales the clean estimate and finishes at 2048 px "
+        "(empty step_split: 14/14).\n\n" + SHIFT_NOTE + " On both models, if you add it.\n\n**Autoguidance:** the "
         "second loader holds the WEAK model, a smaller or earlier Flux.1 (e.g. an 8B distillation). cfg stays 1 "
         "(Flux dev is guidance-distilled: FluxGuidance does that job); w = 2 steers away from the weak model's "
         "errors. Set w = 1 to turn autoguidance off (the weak model is then not even loaded)."],

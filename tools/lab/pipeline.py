@@ -7,6 +7,7 @@ KSampler, core Deep Shrink's node, the autoguidance guider, ``comfy.sample``), o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,26 +74,61 @@ def _hidiffusion(lab: Lab, **kwargs) -> ModelPatcher:
     return apply_hidiffusion(lab.model, native_size=NATIVE_PX, **kwargs)
 
 
-def deep_shrink(model: ModelPatcher) -> ModelPatcher:
-    """Core Deep Shrink (PatchModelAddDownscale) with its node's defaults: block 3, factor 2, 0 -> 0.35, after skip,
-    bicubic both ways."""
+def deep_shrink(model: ModelPatcher, block: int = 3, factor: float = 2.0, end: float = 0.35) -> ModelPatcher:
+    """Core Deep Shrink (PatchModelAddDownscale); by default its node's defaults: block 3, factor 2, 0 -> 0.35, after
+    skip, bicubic both ways."""
     from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 
-    return PatchModelAddDownscale.execute(model, 3, 2.0, 0.0, 0.35, True, "bicubic", "bicubic").result[0]
+    return PatchModelAddDownscale.execute(model, block, factor, 0.0, end, True, "bicubic", "bicubic").result[0]
 
 
-def _relay(model: ModelPatcher, lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
-    from megapixel.samplers.relay import relay_ksampler
+def _hires_fix(denoise: float, pixel: bool = False, method: str = "bicubic") -> Callable:
+    """The two-pass "hires fix" built from core nodes only: KSampler at the native size (half the steps), then
+    Upscale Latent By (or VAE Decode -> Upscale Image By -> VAE Encode) to the target, then a KSampler at ``denoise``
+    over the other half (a KSampler at denoise d with n steps runs n steps of an n/d schedule)."""
+    def run(lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+        import nodes
 
+        cond = lab.conditioning
+        first = steps // 2
+        low = nodes.common_ksampler(lab.model, seed, first, 1.0, SAMPLER, SCHEDULER, cond, cond,
+                                    {"samples": _empty(NATIVE_PX)})[0]
+        factor = px / NATIVE_PX
+        if pixel:
+            image = nodes.VAEDecode().decode(lab.vae, low)[0]
+            image = nodes.ImageScaleBy().upscale(image, method, factor)[0]
+            high = nodes.VAEEncode().encode(lab.vae, image)[0]
+        else:
+            high = nodes.LatentUpscaleBy().upscale(low, method, factor)[0]
+        return nodes.common_ksampler(lab.model, seed, steps - first, 1.0, SAMPLER, SCHEDULER, cond, cond, high,
+                                     denoise=denoise)[0]["samples"]
+    return run
+
+
+def _relay_stages(px: int) -> str:
+    """The lab's relay stages to ``px``: the native side doubled until it is reached ("1, 2, 4" at 4x)."""
     factors = [1]
     while factors[-1] * NATIVE_PX < px:
         factors.append(factors[-1] * 2)
     if factors[-1] * NATIVE_PX != px:
         raise ValueError(f"the relay row needs a power-of-two multiple of {NATIVE_PX} px, not {px}")
+    return ", ".join(str(f) for f in factors)
+
+
+def _relay(model: ModelPatcher, lab: Lab, seed: int, px: int, steps: int, **kwargs) -> torch.Tensor:
+    from megapixel.samplers.relay import relay_ksampler
+
     cond = lab.conditioning
     out = relay_ksampler(model, seed, steps, 1.0, SAMPLER, SCHEDULER, cond, cond, {"samples": _empty(NATIVE_PX)},
-                         stages=", ".join(str(f) for f in factors))
+                         stages=_relay_stages(px), **kwargs)
     return out["samples"]
+
+
+def _split_text(first: str, px: int) -> str:
+    """A relay step split giving the first stage ``first`` % and the later stages of a ``px`` relay equal shares."""
+    later = max(1, round(math.log2(px / NATIVE_PX)))
+    rest = (100 - int(first)) / later
+    return "/".join([first] + [f"{rest:g}"] * later)
 
 
 def _autoguided(w: float) -> Callable:
@@ -107,6 +143,43 @@ def _autoguided(w: float) -> Callable:
         sampler = comfy.samplers.sampler_object(SAMPLER)
         out = guider.sample(noise, latent, sampler, sigmas, seed=seed, disable_pbar=True)
         return out
+    return run
+
+
+def _percent_at(model_sampling, sigma: float) -> float:
+    """The percent (core start/end_percent) whose sigma is ``sigma``: bisection on the model's percent_to_sigma."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if float(model_sampling.percent_to_sigma(mid)) > sigma:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _relay_autoguided(w: float, native_only: bool) -> Callable:
+    """The relay (SamplerCustom form: any GUIDER) with the autoguidance guider, the weak model guiding every stage or
+    only the native one (its guidance interval ends between the native stage's last two noise levels)."""
+    def run(lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+        import comfy_extras.nodes_custom_sampler as custom
+        from megapixel.samplers.autoguidance import AutoguidanceGuider
+        from megapixel.samplers.relay import relay_sampler_custom
+        from megapixel.samplers.relay_stages import default_split
+
+        stages = _relay_stages(px)
+        ms = lab.model.get_model_object("model_sampling")
+        sigmas = comfy.samplers.calculate_sigmas(ms, SCHEDULER, steps)
+        end = 1.0
+        if native_only:
+            first = default_split(steps, len(stages.split(",")))[0]
+            end = _percent_at(ms, (float(sigmas[first]) + float(sigmas[first - 1])) / 2)
+        guider = AutoguidanceGuider(lab.model, lab.weak, cfg=1.0, w=w, end_percent=end)
+        guider.set_conds(lab.conditioning, lab.conditioning)
+        noise = custom.Noise_RandomNoise(seed)
+        out, _ = relay_sampler_custom(noise, guider, comfy.samplers.sampler_object(SAMPLER), sigmas,
+                                      {"samples": _empty(NATIVE_PX)}, stages=stages)
+        return out["samples"]
     return run
 
 
@@ -133,6 +206,28 @@ ROWS: dict[str, tuple[str, Callable]] = {
     "deep_shrink": ("core Deep Shrink (PatchModelAddDownscale, its defaults)",
                     lambda lab, s, px, n: _ksampler(deep_shrink(lab.model), lab, s, px, n)),
 }
+# The incumbents a user already has: the two-pass hires fix (core nodes, same total steps) in latent and pixel space.
+ROWS.update({
+    "hires_fix_0.5": ("hires fix: KSampler, Upscale Latent By (bicubic), KSampler at denoise 0.5",
+                      _hires_fix(0.5)),
+    "hires_fix_0.6": ("hires fix: KSampler, Upscale Latent By (bicubic), KSampler at denoise 0.6",
+                      _hires_fix(0.6)),
+    "hires_fix_pixel_0.5": ("hires fix in pixel space: VAE Decode, Upscale Image By (bicubic), VAE Encode, KSampler at "
+                            "denoise 0.5", _hires_fix(0.5, pixel=True)),
+})
+# Search rows (not in the default run; ``--rows`` names them): Deep Shrink's settings and the relay's step split.
+DEEP_SHRINK_GRID = [(3, 2.0, 0.5), (3, 4.0, 0.35), (3, 4.0, 0.5), (4, 2.0, 0.5), (4, 4.0, 0.5), (3, 2.0, 0.7)]
+SEARCH_ROWS: set[str] = set()
+for _b, _f, _e in DEEP_SHRINK_GRID:
+    _name = f"deep_shrink_b{_b}_f{_f:g}_e{_e:g}"
+    ROWS[_name] = (f"core Deep Shrink, block {_b}, factor {_f:g}, end {_e:g}",
+                   lambda lab, s, px, n, b=_b, f=_f, e=_e: _ksampler(deep_shrink(lab.model, b, f, e), lab, s, px, n))
+    SEARCH_ROWS.add(_name)
+for _split in ("80", "70", "60", "50", "40"):
+    _name = f"relay_split_{_split}"
+    ROWS[_name] = (f"relay KSampler, first stage {_split} % of the steps, the rest shared evenly",
+                   lambda lab, s, px, n, sp=_split: _relay(lab.model, lab, s, px, n, step_split=_split_text(sp, px)))
+    SEARCH_ROWS.add(_name)
 # The lab DiT (ComfyUI's Flux on the lab latents): plain RoPE, and DyPE's two methods, alone and under the relay.
 ROWS.update({
     "dit": ("lab DiT (Flux, RoPE), core KSampler", lambda lab, s, px, n: _ksampler(lab.dit.model, lab.dit, s, px, n)),
@@ -152,15 +247,20 @@ for _w in AUTOGUIDANCE_WEIGHTS:
     ROWS[f"autoguidance_w{_w:g}"] = (f"autoguidance with the weak model, w = {_w:g} (native size only)",
                                      _autoguided(_w))
 NATIVE_ONLY = {name for name in ROWS if name.startswith("autoguidance")}
+# Compositions: the relay with the weak model guiding (w = 2, the EDM2 range) every stage, or the native stage only.
+ROWS["relay_autoguidance"] = ("relay + autoguidance (w = 2) at every stage", _relay_autoguided(2.0, False))
+ROWS["relay_autoguidance_native"] = ("relay + autoguidance (w = 2) at the native stage only",
+                                     _relay_autoguided(2.0, True))
 
 
 def sample_images(lab: Lab, row: str, seeds, px: int, steps: int = STEPS) -> torch.Tensor:
     """Decoded images [B, H, W, 3] of ``row`` for ``seeds`` at ``px`` x ``px``."""
     sampler = ROWS[row][1]
     images = []
-    for seed in seeds:
-        latent = sampler(lab, int(seed), px, steps)
-        images.append(lab.vae.decode(latent).reshape(-1, px, px, 3).float().cpu())
+    with torch.inference_mode():  # as ComfyUI runs nodes: no autograd graph kept alive by the decoded images
+        for seed in seeds:
+            latent = sampler(lab, int(seed), px, steps)
+            images.append(lab.vae.decode(latent).reshape(-1, px, px, 3).float().cpu())
     return torch.cat(images)
 
 
