@@ -20,7 +20,7 @@ class MegapixelHighRes(io.ComfyNode):
                 "subjects: it samples at the input latent's size, then relays the clean estimate up to the target in "
                 "stages that double the side (MegaFusion), half the steps at the native size and half over the "
                 "larger stages. Connect a weaker checkpoint of the same family to weak_model to add autoguidance "
-                "(w = 2) at every stage. Give it a latent at the model's native size (SD1.5 512 px, SDXL 1024 px). "
+                "(w = 2) at the native-size stage. Give it a latent at the model's native size (SD1.5 512 px, SDXL 1024 px). "
                 "For full control use the Relay KSampler / Relay Sampler (custom) and the Autoguidance Guider."),
             inputs=[
                 io.Model.Input("model", tooltip="The model used for denoising, at every stage."),
@@ -53,7 +53,8 @@ class MegapixelHighRes(io.ComfyNode):
                     "As in KSampler: below 1 the input latent is partly kept (image to image).")),
                 io.Model.Input("weak_model", optional=True, tooltip=(
                     "Optional: a weaker checkpoint of the same family (an earlier or smaller one) for autoguidance "
-                    "at every stage. Leave unconnected for plain CFG.")),
+                    "(w = 2) during the native-size stage, where it cleans the layout; the larger stages use plain "
+                    "CFG. Leave unconnected for plain CFG throughout.")),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent at the target size.")],
         )

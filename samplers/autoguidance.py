@@ -59,6 +59,19 @@ def sigma_interval(model_sampling, start_percent: float, end_percent: float) -> 
     return sigma_lo, sigma_hi
 
 
+def percent_for_sigma(model_sampling, sigma: float) -> float:
+    """The percent (as core start/end_percent inputs) whose noise level is ``sigma``: the inverse of the model's
+    ``percent_to_sigma``, by bisection (it decreases monotonically).  Clamped to [0, 1]."""
+    lo, hi = 0.0, 1.0
+    for _ in range(48):
+        mid = (lo + hi) / 2
+        if float(model_sampling.percent_to_sigma(mid)) > sigma:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def in_interval(sigma: torch.Tensor, sigma_lo: float, sigma_hi: float) -> torch.Tensor:
     """Per batch element: is sigma in (sigma_lo, sigma_hi]?"""
     return (sigma > sigma_lo) & (sigma <= sigma_hi)

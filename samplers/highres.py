@@ -4,8 +4,10 @@ a KSampler that draws at a larger size without duplicating the subject (docs/meg
 The recipe, for any model ComfyUI samples: the MegaFusion relay (:mod:`.relay`) from the input latent's size to the
 target, doubling the side per stage (2x: two stages, 4x: three), on the relay's default step split (the first stage
 gets half the steps), upscaling the clean estimate in latent space (bicubic).  With a weak model connected, the
-autoguidance guider (:mod:`.autoguidance`, w = :data:`AUTOGUIDANCE_W`) steers every stage; without one, the core
-CFG guider.  Everything else (batch, masks, denoise < 1, previews, interrupt) is the relay's and the host's own.
+autoguidance guider (:mod:`.autoguidance`, w = :data:`AUTOGUIDANCE_W`) steers the first stage only (its guidance
+interval ends between the first stage's last two noise levels): at the native size the weak model knows what it
+does, above it it extrapolates worse than the main model, and guiding there doubled duplication in the lab.
+Without one, the core CFG guider.  Everything else (batch, masks, denoise < 1, previews, interrupt) is the relay's and the host's own.
 """
 from __future__ import annotations
 
@@ -78,6 +80,20 @@ def stage_list(latent_shape: tuple[int, ...], target: Target, ratio: int = LATEN
     return ", ".join(f"{w}x{h}" for w, h in sizes)
 
 
+def first_stage_end(model: ModelPatcher, sigmas, stages: str) -> float:
+    """The end_percent that limits a guidance interval to the relay's first stage: between the noise levels of its
+    last step and the boundary (1.0, the whole schedule, for a single stage)."""
+    from .autoguidance import percent_for_sigma
+    from .relay_stages import parse_stages, split_steps
+
+    n = len(parse_stages(stages))
+    if n == 1 or len(sigmas) < 3:
+        return 1.0
+    first = split_steps(len(sigmas) - 1, n)[0]
+    boundary = (float(sigmas[first]) + float(sigmas[first - 1])) / 2
+    return min(1.0, max(1e-3, percent_for_sigma(model.get_model_object("model_sampling"), boundary)))
+
+
 def highres_sample(model: ModelPatcher, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                    positive, negative, latent: dict, *, scale_by: float = 2.0, width: int = 0, height: int = 0,
                    denoise: float = 1.0, weak_model: ModelPatcher | None = None, node: str = NODE_NAME) -> dict:
@@ -95,7 +111,8 @@ def highres_sample(model: ModelPatcher, seed: int, steps: int, cfg: float, sampl
     sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
                                      scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
     if weak_model is not None:
-        guider = AutoguidanceGuider(model, weak_model, cfg=cfg, w=AUTOGUIDANCE_W)
+        guider = AutoguidanceGuider(model, weak_model, cfg=cfg, w=AUTOGUIDANCE_W,
+                                    end_percent=first_stage_end(model, sigmas, stages))
     else:
         guider = comfy.samplers.CFGGuider(model)
         guider.set_cfg(cfg)

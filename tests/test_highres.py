@@ -95,11 +95,41 @@ def test_it_is_the_relay_over_the_core_guider(sd15):
                        _composition(sd15, guider, denoise=0.6))  # denoise < 1 as in KSampler: fewer, lower sigmas
 
 
-def test_with_a_weak_model_it_is_the_relay_over_autoguidance(sd15, weak15):
-    guider = AutoguidanceGuider(sd15, weak15, cfg=3.0, w=highres.AUTOGUIDANCE_W)
+def _call_counter(model, calls: list):
+    m = model.clone()
+
+    def wrapper(apply_model, args):
+        calls.append(tuple(args["input"].shape[-2:]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m.set_model_unet_function_wrapper(wrapper)
+    return m
+
+
+def test_the_first_stage_end_is_the_boundary_noise_level(sd15):
+    from megapixel.samplers.autoguidance import percent_for_sigma, sigma_interval
+
+    ms = sd15.get_model_object("model_sampling")
+    for sigma in (0.5, 3.0, 10.0):
+        assert float(ms.percent_to_sigma(percent_for_sigma(ms, sigma))) == pytest.approx(sigma, rel=1e-3)
+    sigmas = comfy.samplers.calculate_sigmas(ms, "normal", 8)
+    end = highres.first_stage_end(sd15, sigmas, "64x64, 128x128")  # 4 + 4 steps
+    lo, _ = sigma_interval(ms, 0.0, end)
+    assert float(sigmas[4]) < lo < float(sigmas[3])  # stage 1's last call is inside, stage 2's first is not
+    assert highres.first_stage_end(sd15, sigmas, "64x64") == 1.0
+
+
+def test_with_a_weak_model_it_is_the_relay_over_autoguidance_at_the_first_stage(sd15, weak15):
+    sigmas = comfy.samplers.KSampler(sd15, steps=4, device=sd15.load_device, sampler="euler",
+                                     scheduler="normal").sigmas
+    guider = AutoguidanceGuider(sd15, weak15, cfg=3.0, w=highres.AUTOGUIDANCE_W,
+                                end_percent=highres.first_stage_end(sd15, sigmas, "64x64, 128x128"))
     guider.set_conds(make_cond(sd15, 1, 1), make_cond(sd15, 1, 2))
     guided = _sample(sd15, weak15)
     assert torch.equal(guided, _composition(sd15, guider))
+    weak_calls = []
+    _sample(sd15, _call_counter(weak15, weak_calls))
+    assert weak_calls == [(SIZE // 8, SIZE // 8)] * 2  # the 2 native steps of 4, never at the larger stage
     assert not torch.equal(guided, _sample(sd15))  # the weak model did something
     assert not sd15.object_patches and not sd15.model_options.get("sampler_post_cfg_function")  # untouched
 

@@ -160,8 +160,10 @@ def run(seeds: list[int], scales: list[int], rows: list[str] | None = None, step
                 continue
             if row in pipeline.SIZE_ONLY and scale == 1:
                 continue  # DyPE is off at or below the native size: the plain DiT row
-            if row.startswith(("relay", "dit_relay")) and scale == 1:
+            if row.startswith(("relay", "dit_relay", "megapixel")) and scale == 1:
                 continue  # a one-stage relay is the core KSampler (tested bit-for-bit): the vanilla row
+            if row in pipeline.UPSCALE_ONLY and scale == 1:
+                continue  # a hires fix or Deep Shrink at the native size is the model alone
             started = time.perf_counter()
             images = pipeline.sample_images(lab, row, seeds, pipeline.NATIVE_PX * scale, steps)
             per_image = (time.perf_counter() - started) / len(seeds)  # sampling and decoding: what a user waits for

@@ -146,34 +146,18 @@ def _autoguided(w: float) -> Callable:
     return run
 
 
-def _percent_at(model_sampling, sigma: float) -> float:
-    """The percent (core start/end_percent) whose sigma is ``sigma``: bisection on the model's percent_to_sigma."""
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if float(model_sampling.percent_to_sigma(mid)) > sigma:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
 def _relay_autoguided(w: float, native_only: bool) -> Callable:
     """The relay (SamplerCustom form: any GUIDER) with the autoguidance guider, the weak model guiding every stage or
     only the native one (its guidance interval ends between the native stage's last two noise levels)."""
     def run(lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
         import comfy_extras.nodes_custom_sampler as custom
         from megapixel.samplers.autoguidance import AutoguidanceGuider
+        from megapixel.samplers.highres import first_stage_end
         from megapixel.samplers.relay import relay_sampler_custom
-        from megapixel.samplers.relay_stages import default_split
 
         stages = _relay_stages(px)
-        ms = lab.model.get_model_object("model_sampling")
-        sigmas = comfy.samplers.calculate_sigmas(ms, SCHEDULER, steps)
-        end = 1.0
-        if native_only:
-            first = default_split(steps, len(stages.split(",")))[0]
-            end = _percent_at(ms, (float(sigmas[first]) + float(sigmas[first - 1])) / 2)
+        sigmas = comfy.samplers.calculate_sigmas(lab.model.get_model_object("model_sampling"), SCHEDULER, steps)
+        end = first_stage_end(lab.model, sigmas, stages) if native_only else 1.0
         guider = AutoguidanceGuider(lab.model, lab.weak, cfg=1.0, w=w, end_percent=end)
         guider.set_conds(lab.conditioning, lab.conditioning)
         noise = custom.Noise_RandomNoise(seed)
@@ -247,6 +231,22 @@ for _w in AUTOGUIDANCE_WEIGHTS:
     ROWS[f"autoguidance_w{_w:g}"] = (f"autoguidance with the weak model, w = {_w:g} (native size only)",
                                      _autoguided(_w))
 NATIVE_ONLY = {name for name in ROWS if name.startswith("autoguidance")}
+UPSCALE_ONLY = {name for name in ROWS if name.startswith(("hires_fix", "deep_shrink"))}
+# The pack's one-node recipe (the MegapixelHighRes node's code path), alone and with the weak model connected.
+def _megapixel(weak: bool) -> Callable:
+    def run(lab: Lab, seed: int, px: int, steps: int) -> torch.Tensor:
+        from megapixel.samplers.highres import highres_sample
+
+        cond = lab.conditioning
+        return highres_sample(lab.model, seed, steps, 1.0, SAMPLER, SCHEDULER, cond, cond,
+                              {"samples": _empty(NATIVE_PX)}, scale_by=px / NATIVE_PX,
+                              weak_model=lab.weak if weak else None)["samples"]
+    return run
+
+
+ROWS["megapixel"] = ("Megapixel High-Res Sampler (the one-node recipe)", _megapixel(False))
+ROWS["megapixel_weak"] = ("Megapixel High-Res Sampler with the weak model connected (autoguidance at the native "
+                          "stage)", _megapixel(True))
 # Compositions: the relay with the weak model guiding (w = 2, the EDM2 range) every stage, or the native stage only.
 ROWS["relay_autoguidance"] = ("relay + autoguidance (w = 2) at every stage", _relay_autoguided(2.0, False))
 ROWS["relay_autoguidance_native"] = ("relay + autoguidance (w = 2) at the native stage only",
