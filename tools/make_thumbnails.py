@@ -27,6 +27,8 @@ TECHNIQUE = {
     "hidiffusion-sd15-2048": ("hidiffusion", 4),
     "hidiffusion-sdxl-4096": ("hidiffusion", 4),
     "megapixel-all-three-sd15": ("relay_hidiffusion", 4),
+    "megapixel-highres-sd15-1024": ("megapixel", 2),
+    "megapixel-highres-sdxl-2048": ("megapixel", 2),
     "relay-sd15-512-768-1024": ("relay", 2),
     "relay-sdxl-1024-2048": ("relay", 2),
     "relay-autoguidance-flux1-1024-2048": ("dit_relay", 2),  # the lab DiT (a ComfyUI Flux); it has no weak model
