@@ -1,14 +1,14 @@
 """The main job: provision ComfyUI, start it with this pack, run graphs headless, save the images.
 
-    python3 tools/demo.py                      # the quality lab model: vanilla vs HiDiffusion vs relay vs Deep Shrink
+    python3 tools/demo.py                      # the quality lab model: High-Res Sampler vs vanilla vs hires fix vs Deep Shrink
     python3 tools/demo.py --workflow NAME      # a shipped workflow on a random-weight SD1.5 checkpoint (noise)
     python3 tools/demo.py --ckpt my_sd15.safetensors [--weak-ckpt smaller.safetensors]
     python3 tools/demo.py --serve              # ...then leave ComfyUI running for the browser
 
 With no checkpoint and no workflow given it runs the quality lab's model (``tools/lab/``, trained here on one-object
-scenes at 128 px) at 4x its native side through four branches side by side and writes ``lab-grid.png``: one column
-per technique, the objects counted under each.  A shipped workflow without ``--ckpt`` runs on a full-size
-SD1.5-architecture checkpoint with random weights (built once): the whole pipeline runs, the pictures are noise.
+scenes at 128 px) at 4x its native side through four branches side by side (the pack's High-Res Sampler, the model
+alone, the core two-pass hires fix, core Deep Shrink) and writes ``lab-grid.png``: one column per technique, the
+objects counted under each.  A shipped workflow without ``--ckpt`` runs on a full-size SD1.5-architecture checkpoint with random weights (built once): the whole pipeline runs, the pictures are noise.
 """
 from __future__ import annotations
 

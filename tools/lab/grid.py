@@ -1,5 +1,5 @@
-"""The comparison grid: one column per branch of :func:`lab.graphs.comparison_graph` (vanilla, HiDiffusion, relay,
-Deep Shrink), one row per image, and under each column the objects counted in its images.
+"""The comparison grid: one column per branch of :func:`lab.graphs.comparison_graph` (the High-Res Sampler,
+vanilla, hires fix, Deep Shrink), one row per image, and under each column the objects counted in its images.
 
     .host/venv/bin/python tools/lab/grid.py OUT.png IMAGE.png ...     # images named <prefix>-<branch>_NNNNN_.png
 
