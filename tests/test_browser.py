@@ -333,8 +333,8 @@ def test_frontend_shows_the_node_docs(route, page, comfy_server, object_info):
                      "relay-sd15-512-768-1024.json", "Options: bicubic, bislerp, bilinear",
                      "Total steps over all stages (one schedule, split by step_split). Range: 1 to 10000."):
         assert expected in text, f"{expected!r} is not in the frontend's help page:\n{shown['text'][:3000]}"
-    readme = f"{make_docs.repository_url()}#{make_docs.github_anchor('Relay sampler (MegaFusion)')}"
-    assert readme in shown["links"], shown["links"]
+    page_url = f"{make_docs.repository_url()}/blob/main/{make_docs.CATEGORY_PAGES['megapixel/sampling']}"
+    assert page_url in shown["links"], shown["links"]
 
 
 # --- the template browser ---------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ fails.  Fast: no server, no model.
 """
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,72 @@ def test_host_option_lists_are_named_not_listed(docs):
 ])
 def test_github_anchor(heading, anchor):
     assert make_docs.github_anchor(heading) == anchor
+
+
+# --- README.md and docs/: the pages a person reads -------------------------------------------------------------
+README_MAX_BYTES = 12_500  # the front page a user reads in two minutes (issue 19: "at most about 12 KB")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def markdown_pages() -> list[Path]:
+    return [make_docs.PACK_DIR / "README.md", *sorted((make_docs.PACK_DIR / "docs").glob("*.md")),
+            make_docs.PACK_DIR / "tools" / "README.md"]
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a markdown file's headings (outside code blocks)."""
+    found, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            found.add(make_docs.github_anchor(line.lstrip("#")))
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links (and #anchors into markdown files) of ``path`` that do not resolve."""
+    problems = []
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    for match in LINK.finditer(text):
+        target = match.group(1) or match.group(2)
+        if re.match(r"^[a-z]+:", target):
+            continue  # http(s), mailto: not checked offline
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        if not resolved.exists():
+            problems.append(f"{path.name}: {target} (no {file_part})")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            problems.append(f"{path.name}: {target} (no heading #{anchor} in {resolved.name})")
+    return problems
+
+
+def test_every_relative_link_resolves():
+    pages = markdown_pages()
+    assert all(p.is_file() for p in pages), [str(p) for p in pages if not p.is_file()]
+    problems = [problem for page in pages for problem in broken_links(page)]
+    assert not problems, "broken links:\n  " + "\n  ".join(problems)
+
+
+def test_the_link_check_can_fail(tmp_path):
+    (tmp_path / "real.md").write_text("# Real heading\n")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](real.md#real-heading) [gone](missing.md) [bad anchor](real.md#nope) "
+                    "![img](pic.png) [web](https://example.com/x)\n```\n[in code](ignored.md)\n```\n")
+    assert broken_links(page) == ["page.md: missing.md (no missing.md)",
+                                  "page.md: real.md#nope (no heading #nope in real.md)",
+                                  "page.md: pic.png (no pic.png)"]
+
+
+def test_the_front_page_is_short_and_lists_every_node(schemas):
+    readme = make_docs.PACK_DIR / "README.md"
+    assert readme.stat().st_size <= README_MAX_BYTES, f"README.md is {readme.stat().st_size} bytes: move detail to docs/"
+    text = readme.read_text(encoding="utf-8")
+    missing = [s.node_id for s in schemas if f"`{s.node_id}`" not in text]
+    assert not missing, f"README.md's node table lacks {missing}"
+
+
+def test_every_node_has_its_docs_page(schemas):
+    for schema in schemas:
+        page = make_docs.NODE_PAGES.get(schema.node_id) or make_docs.CATEGORY_PAGES.get(schema.category)
+        assert page and (make_docs.PACK_DIR / page).is_file(), f"{schema.node_id}: no docs/ page"

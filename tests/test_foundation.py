@@ -36,7 +36,7 @@ def test_pyproject_validates_with_comfy_config():
 
 def test_top_level_layout_is_the_agreed_one():
     allowed = {"__init__.py", "nodes", "patches", "samplers", "workflows", "tests", "tools", "pyproject.toml",
-               "README.md", ".ci", ".git", ".gitignore", ".comfyignore", "web",
+               "README.md", "docs", ".ci", ".git", ".gitignore", ".comfyignore", "web",
                ".host", ".pytest_cache", "__pycache__", "out"}  # the last four are git-ignored (host, caches, demo output)
     assert {p.name for p in PACK_DIR.iterdir()} <= allowed
 

@@ -1,7 +1,7 @@
 """Every benchmark of the pack in one process, side by side, as one table with the machine it ran on.
 
     .host/venv/bin/python tools/bench_report.py [--quick] [--device auto|cpu|cuda] [--only NAME ...]
-                                                [--markdown] [--update-readme]
+                                                [--markdown] [--update-docs]
 
 It imports ``tools/bench_<name>.py`` for hidiffusion, relay, autoguidance and overhead (a missing one is noted, not
 an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``; ``dype`` is the dype case of
@@ -20,8 +20,8 @@ A quality row (``bench_quality.py``: the lab model's duplication, object scale a
 
 A benchmark without ``measure`` yet is run through its ``main()`` (quick arguments) and its printed output is shown
 under the table.  Peak memory of each benchmark as a whole is measured here (CUDA: max_memory_allocated; CPU: the
-process's resident set, sampled).  ``--update-readme`` writes the table between the bench_report markers in
-README.md's Benchmarks section.
+process's resident set, sampled).  ``--update-docs`` writes the table between the bench_report markers in
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -205,15 +205,18 @@ def quality_table(results: list[dict]) -> str:
     return bench_quality.markdown(records)
 
 
-def update_readme(text: str) -> Path:
-    readme = PACK_DIR / "README.md"
+BENCHMARKS_PAGE = PACK_DIR / "docs" / "benchmarks.md"
+
+
+def update_docs(text: str) -> Path:
+    readme = BENCHMARKS_PAGE
     content = readme.read_text()
     block = f"{README_BEGIN}\n{text}\n{README_END}"
     if README_BEGIN in content and README_END in content:
         content = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda _: block, content,
                          flags=re.S)
     else:
-        raise SystemExit(f"README.md has no {README_BEGIN} ... {README_END} markers under '## Benchmarks'")
+        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} markers")
     readme.write_text(content)
     return readme
 
@@ -224,7 +227,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--only", nargs="*", choices=BENCHMARKS, help="run only these benchmarks")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--update-readme", action="store_true", help="write the Markdown table into README.md")
+    parser.add_argument("--update-docs", action="store_true", help="write the Markdown table into docs/benchmarks.md")
     opts = parser.parse_args()
     import_in_process(opts.device)
     results = [run_benchmark(name, opts.quick, opts.device) for name in (opts.only or BENCHMARKS)]
@@ -232,7 +235,7 @@ def main() -> None:
     command = "tools/bench_report.py" + (" --quick" if opts.quick else "") + (
         f" --device {opts.device}" if opts.device != "auto" else "")
     print(about)
-    print(table(results, markdown=opts.markdown or opts.update_readme))
+    print(table(results, markdown=opts.markdown or opts.update_docs))
     quality = quality_table(results)
     if quality:
         print("\nQuality lab (tools/bench_quality.py):\n" + quality)
@@ -241,13 +244,13 @@ def main() -> None:
             print(f"\n--- {result['name']}: {result['note']}")
             if result["raw"]:
                 print(result["raw"].rstrip())
-    if opts.update_readme:
+    if opts.update_docs:
         md = table(results, markdown=True)
         raws = "".join(f"\n\n`bench_{r['name']}.py` output:\n\n```\n{r['raw'].rstrip()}\n```" for r in results
                        if r["raw"])
         stamp = time.strftime("%Y-%m-%d")
         quality_md = f"\n\nQuality lab (`tools/bench_quality.py`):\n\n{quality}" if quality else ""
-        path = update_readme(f"Latest `{command}` ({stamp}). {about}\n\n{md}{quality_md}{raws}")
+        path = update_docs(f"Latest `{command}` ({stamp}). {about}\n\n{md}{quality_md}{raws}")
         print(f"\nwrote the table into {path}")
 
 

@@ -5,8 +5,8 @@
 
 Every word comes from the node itself: ``define_schema()`` gives the title (display name), the description, every
 input's name, type, default, range or options and tooltip, and the outputs with their tooltips.  The "see also"
-part names the README section of the node's category and the shipped workflows in ``workflows/`` that use the
-node.  So a changed tooltip only needs this command run again; ``tests/test_docs.py`` fails until it is.
+part links the node's page in ``docs/`` (by category, or by node id where a node has its own page) and names the
+shipped workflows in ``workflows/`` that use the node.  So a changed tooltip only needs this command run again; ``tests/test_docs.py`` fails until it is.
 
 The frontend (1.32 and newer) asks ``/extensions/<pack folder>/docs/<node id>/<locale>.md`` first and then
 ``/extensions/<pack folder>/docs/<node id>.md``; ComfyUI serves the pack's ``WEB_DIRECTORY`` (``web/``) there.
@@ -32,16 +32,16 @@ from host import PACK_DIR, PACK_NAME, import_in_process, locate_host  # noqa: E4
 WEB_DIR = PACK_DIR / "web"
 DOCS_DIR = WEB_DIR / "docs"
 WORKFLOWS_DIR = PACK_DIR / "workflows"
-README = PACK_DIR / "README.md"
 COMMAND = "python3 tools/make_docs.py"
 
-# The README section (its "## " heading) that explains the nodes of each category.
-CATEGORY_SECTIONS = {
-    "megapixel/hidiffusion": "HiDiffusion (RAU-Net, MSW-MSA)",
-    "megapixel/sampling": "Relay sampler (MegaFusion)",
-    "megapixel/guiders": "Autoguidance",
-    "megapixel/dype": "DyPE (RoPE position extrapolation)",
+# The docs/ page that explains the nodes of each category; NODE_PAGES for a node with a page of its own.
+CATEGORY_PAGES = {
+    "megapixel/hidiffusion": "docs/hidiffusion.md",
+    "megapixel/sampling": "docs/relay.md",
+    "megapixel/guiders": "docs/autoguidance.md",
+    "megapixel/dype": "docs/dype.md",
 }
+NODE_PAGES = {"MegapixelHighRes": "docs/megapixel.md"}
 
 # Option lists that ComfyUI itself provides: named, not listed (they differ between ComfyUI versions).
 HOST_LISTS = {
@@ -109,8 +109,12 @@ def repository_url() -> str:
     return match.group(1).rstrip("/")
 
 
-def readme_headings() -> list[str]:
-    return [line[3:].strip() for line in README.read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
+def page_title(page: str) -> str:
+    """The first '# ' heading of a docs/ page."""
+    for line in (PACK_DIR / page).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    raise RuntimeError(f"{page} has no '# ' title")
 
 
 def workflows_using() -> dict[str, list[str]]:
@@ -165,7 +169,7 @@ def _input_name(inp) -> str:
     return name + f" {_cell(inp.get_io_type())}" + (", optional" if inp.optional else "")
 
 
-def render(node_cls, repo_url: str, headings: list[str], used_in: dict[str, list[str]]) -> str:
+def render(node_cls, repo_url: str, used_in: dict[str, list[str]]) -> str:
     """The markdown doc of one node class."""
     schema = node_cls.define_schema()
     title = schema.display_name or schema.node_id
@@ -196,13 +200,13 @@ def render(node_cls, repo_url: str, headings: list[str], used_in: dict[str, list
     lines.append("")
 
     lines += ["## See also", ""]
-    section = CATEGORY_SECTIONS.get(schema.category)
-    if section is None:
-        raise RuntimeError(f"{schema.node_id}: category {schema.category!r} has no README section in "
-                           f"tools/make_docs.py CATEGORY_SECTIONS")
-    if section not in headings:
-        raise RuntimeError(f"{schema.node_id}: README.md has no section '## {section}' (CATEGORY_SECTIONS)")
-    lines.append(f"- The README's section [{_text(section)}]({repo_url}#{github_anchor(section)}): how it works, "
+    page = NODE_PAGES.get(schema.node_id) or CATEGORY_PAGES.get(schema.category)
+    if page is None:
+        raise RuntimeError(f"{schema.node_id}: category {schema.category!r} has no docs page in "
+                           f"tools/make_docs.py CATEGORY_PAGES (or NODE_PAGES)")
+    if not (PACK_DIR / page).is_file():
+        raise RuntimeError(f"{schema.node_id}: {page} does not exist (tools/make_docs.py CATEGORY_PAGES/NODE_PAGES)")
+    lines.append(f"- [{_text(page_title(page))}]({repo_url}/blob/main/{page}) in the pack's docs: how it works, "
                  f"defaults, composition and limits.")
     workflows = used_in.get(schema.node_id, [])
     if workflows:
@@ -214,11 +218,11 @@ def render(node_cls, repo_url: str, headings: list[str], used_in: dict[str, list
 
 def render_all() -> dict[str, str]:
     """{file name under web/docs/: markdown} for every node of the pack."""
-    repo_url, headings, used_in = repository_url(), readme_headings(), workflows_using()
+    repo_url, used_in = repository_url(), workflows_using()
     docs: dict[str, str] = {}
     for node_cls in pack_nodes():
         node_id = node_cls.define_schema().node_id
-        docs[f"{node_id}.md"] = render(node_cls, repo_url, headings, used_in)
+        docs[f"{node_id}.md"] = render(node_cls, repo_url, used_in)
     return docs
 
 
