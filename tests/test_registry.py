@@ -88,7 +88,9 @@ def test_no_weights_or_large_files_are_packed():
         pytest.skip("not a git checkout")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=PACK_DIR, capture_output=True, check=True).stdout
     ignored = comfyignore_prefixes()
-    assert "tools/lab/" in ignored
+    assert {"tools/lab/", "tools/", "tests/"} <= set(ignored)  # development only
+    shipped = ("nodes/", "patches/", "samplers/", "web/", "workflows/", "docs/", "__init__.py")
+    assert not [p for p in ignored if any(s.startswith(p) for s in shipped)], ignored  # what a user runs stays
     bad = []
     for name in filter(None, files.decode().split("\0")):
         if any(name.startswith(prefix) for prefix in ignored):
