@@ -22,8 +22,9 @@ def _relay_inputs() -> list:
         io.String.Input("step_split", default="", tooltip=(
             "How the steps are shared by the stages: one share per stage, e.g. '80/10/10' or '40, 5, 5' (shares are "
             "proportions of the total steps). Empty = the default: half the steps for the first stage, the other "
-            "half shared evenly by the others (20 steps: 10/5/5 for three stages, 10/10 for two). MegaFusion's paper "
-            "uses '80/10/10', which leaves later stages too few steps to clean an upscaled latent.")),
+            "half shared evenly by the others (20 steps: 10/5/5 for three stages, 10/10 for two); flow models (Flux, "
+            "SD3, ...) keep MegaFusion's 80% for the first stage (28 steps: 22/3/3), since re-noising them to "
+            "mid-schedule loses the layout.")),
         io.Combo.Input("upscale_method", options=UPSCALE_METHODS, default="bicubic", tooltip=(
             "How the clean estimate is enlarged between stages. In latent space, or in pixel space when a VAE is "
             "connected (as in the official code: decode, resize, encode).")),

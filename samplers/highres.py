@@ -3,7 +3,7 @@ a KSampler that draws at a larger size without duplicating the subject (docs/meg
 
 The recipe, for any model ComfyUI samples: the MegaFusion relay (:mod:`.relay`) from the input latent's size to the
 target, doubling the side per stage (2x: two stages, 4x: three), on the relay's default step split (the first stage
-gets half the steps), upscaling the clean estimate in latent space (bicubic).  With a weak model connected, the
+gets half the steps; 80 % for flow models such as Flux), upscaling the clean estimate in latent space (bicubic).  With a weak model connected, the
 autoguidance guider (:mod:`.autoguidance`, w = :data:`AUTOGUIDANCE_W`) steers the first stage only (its guidance
 interval ends between the first stage's last two noise levels): at the native size the weak model knows what it
 does, above it it extrapolates worse than the main model, and guiding there doubled duplication in the lab.
@@ -84,12 +84,14 @@ def first_stage_end(model: ModelPatcher, sigmas, stages: str) -> float:
     """The end_percent that limits a guidance interval to the relay's first stage: between the noise levels of its
     last step and the boundary (1.0, the whole schedule, for a single stage)."""
     from .autoguidance import percent_for_sigma
-    from .relay_stages import parse_stages, split_steps
+    from .relay_schedule import is_flow
+    from .relay_stages import FIRST_STAGE_SHARE, FLOW_FIRST_STAGE_SHARE, parse_stages, split_steps
 
     n = len(parse_stages(stages))
     if n == 1 or len(sigmas) < 3:
         return 1.0
-    first = split_steps(len(sigmas) - 1, n)[0]
+    share = FLOW_FIRST_STAGE_SHARE if is_flow(model.get_model_object("model_sampling")) else FIRST_STAGE_SHARE
+    first = split_steps(len(sigmas) - 1, n, None, share)[0]
     boundary = (float(sigmas[first]) + float(sigmas[first - 1])) / 2
     return min(1.0, max(1e-3, percent_for_sigma(model.get_model_object("model_sampling"), boundary)))
 

@@ -50,7 +50,7 @@ from comfy.model_patcher import ModelPatcher
 from ..patches.model_info import display_name, latent_ratio, patch_size
 from .relay_dilate import DilationError, apply_dilation, middle_block_conv_keys
 from .relay_schedule import apply_rescheduling, apply_size_shift, is_flow, is_size_shifted, map_sigma, size_shift
-from .relay_stages import (StageSpecError, parse_split, parse_stages, round_half_up, slice_sigmas, split_steps,
+from .relay_stages import (FIRST_STAGE_SHARE, FLOW_FIRST_STAGE_SHARE, StageSpecError, parse_split, parse_stages, round_half_up, slice_sigmas, split_steps,
                            stage_sizes)
 
 UPSCALE_METHODS = ["bicubic", "bislerp", "bilinear", "area", "nearest-exact", "lanczos"]
@@ -120,8 +120,8 @@ def plan_relay(sigmas: torch.Tensor, latent_shape: tuple[int, ...], stages: str,
     weights = parse_split(step_split, len(spec))
     height, width = spatial_dims(latent_shape, len(spec))
     sizes = stage_sizes(spec, height, width, ratio, patch)
-    counts = split_steps(len(sigmas) - 1, len(spec), weights)
     flow = model_sampling is not None and is_flow(model_sampling)
+    counts = split_steps(len(sigmas) - 1, len(spec), weights, FLOW_FIRST_STAGE_SHARE if flow else FIRST_STAGE_SHARE)
     shifted = model_sampling is not None and is_size_shifted(model_sampling)
     h0, w0 = sizes[0]
     plan = RelayPlan([], flow=flow)

@@ -155,20 +155,24 @@ def stage_sizes(spec: StageSpec, latent_height: int, latent_width: int, ratio: i
 
 # --- step split -------------------------------------------------------------------------------------------------
 FIRST_STAGE_SHARE = 0.5  # the default split's share of the first stage (the quality lab's finding; docs/relay.md)
+FLOW_FIRST_STAGE_SHARE = 0.8  # flow (rectified-flow) models: re-noising to mid-schedule keeps too little (docs/relay.md)
 
 
-def default_split(total_steps: int, n_stages: int) -> list[int]:
+def default_split(total_steps: int, n_stages: int, first_share: float = FIRST_STAGE_SHARE) -> list[int]:
     """The default split: the first stage gets half the steps (rounded up), the others share the rest evenly (at
     least one step each; a remainder goes to the earlier, cheaper ones).  20 steps: 10/5/5 (three stages), 10/10 (two).
 
     MegaFusion's paper gives the first stage 80 %; on the quality lab's model that leaves the later stages two steps
     at a low noise level, too few to clean what a latent upscale brings (blotches, and coloured bands along the edges:
     the border latents, stretched), and duplicates more.  Half the schedule per stage is what a hires fix at denoise
-    0.5 re-noises to, and measured best (docs/relay.md)."""
+    0.5 re-noises to, and measured best (docs/relay.md).  Flow models (Flux, SD3, ...) take ``first_share`` 0.8
+    (:data:`FLOW_FIRST_STAGE_SHARE`): a flow latent re-noised to mid-schedule keeps a small share of its signal
+    (x = sigma·noise + (1 - sigma)·x0, the later stages' size shift raising sigma further), and the lab's DiT lost its
+    whole layout at 4x with half the steps."""
     _check_enough_steps(total_steps, n_stages)
     if n_stages == 1:
         return [total_steps]
-    rest = max(n_stages - 1, min(total_steps - 1, math.floor(total_steps * (1 - FIRST_STAGE_SHARE))))
+    rest = max(n_stages - 1, min(total_steps - 1, math.ceil(total_steps * (1 - first_share) - 0.5 - 1e-9)))
     base, extra = divmod(rest, n_stages - 1)
     later = [base + (1 if i < extra else 0) for i in range(n_stages - 1)]
     return [total_steps - rest, *later]
@@ -201,11 +205,12 @@ def _parse_split(text: str, n_stages: int) -> tuple[float, ...] | None:
     return tuple(weights)
 
 
-def split_steps(total_steps: int, n_stages: int, weights: list[float] | None = None) -> list[int]:
+def split_steps(total_steps: int, n_stages: int, weights: list[float] | None = None,
+                first_share: float = FIRST_STAGE_SHARE) -> list[int]:
     """Steps per stage.  Shares are apportioned by largest remainder, so shares that already sum to the step count
     are taken as they are ('40, 5, 5' of 50) and percentages work for any count ('80/10/10')."""
     if weights is None:
-        return default_split(total_steps, n_stages)
+        return default_split(total_steps, n_stages, first_share)
     _check_enough_steps(total_steps, n_stages)
     exact = [total_steps * w / sum(weights) for w in weights]
     counts = [math.floor(e + 1e-9) for e in exact]

@@ -109,10 +109,10 @@ def test_denoise_zero_returns_the_latent_like_core(sd15):
 def test_three_stages_have_the_planned_shapes_steps_and_one_schedule(sd15):
     rec = Recorder()
     plan, result = run(sd15, stages="1, 1.5, 2", steps=10, callback=rec)
-    assert [(s.height, s.width, s.steps) for s in plan.stages] == [(8, 8, 8), (12, 12, 1), (16, 16, 1)]
+    assert [(s.height, s.width, s.steps) for s in plan.stages] == [(8, 8, 5), (12, 12, 3), (16, 16, 2)]
     assert [r[0] for r in rec.steps] == list(range(10))  # one progress count over all stages
     assert {r[3] for r in rec.steps} == {10}
-    assert [tuple(r[2].shape[-2:]) for r in rec.steps] == [(8, 8)] * 8 + [(12, 12), (16, 16)]
+    assert [tuple(r[2].shape[-2:]) for r in rec.steps] == [(8, 8)] * 5 + [(12, 12)] * 3 + [(16, 16)] * 2
     assert result.samples.shape == (1, 4, 16, 16) and torch.isfinite(result.samples).all()
     assert [tuple(x.shape) for x in result.stage_latents] == [(1, 4, 12, 12), (1, 4, 16, 16)]
     full = comfy.samplers.calculate_sigmas(sd15.get_model_object("model_sampling"), "normal", 10)

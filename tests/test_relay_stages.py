@@ -93,6 +93,15 @@ def test_default_split_gives_the_first_stage_half_the_steps(steps, n, expected):
     assert split_steps(steps, n, parse_split("", n)) == expected
 
 
+@pytest.mark.parametrize("steps, n, expected", [
+    (50, 3, [40, 5, 5]), (50, 2, [40, 10]), (28, 3, [22, 3, 3]), (10, 3, [8, 1, 1]), (3, 3, [1, 1, 1]),
+])
+def test_flow_models_default_split_gives_the_first_stage_80_percent(steps, n, expected):
+    from megapixel.samplers.relay_stages import FLOW_FIRST_STAGE_SHARE
+
+    assert default_split(steps, n, FLOW_FIRST_STAGE_SHARE) == expected
+
+
 @pytest.mark.parametrize("text, steps, expected", [
     ("80/10/10", 50, [40, 5, 5]),
     ("40, 5, 5", 50, [40, 5, 5]),

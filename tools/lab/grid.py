@@ -2,6 +2,8 @@
 vanilla, hires fix, Deep Shrink), one row per image, and under each column the objects counted in its images.
 
     .host/venv/bin/python tools/lab/grid.py OUT.png IMAGE.png ...     # images named <prefix>-<branch>_NNNNN_.png
+    .host/venv/bin/python tools/lab/grid.py --sample tools/lab/grid-4x.png  # the README's picture, in process:
+                                                       # the same branches through lab.pipeline, seeds 0-3, 12 steps
 
 Runs in the host's Python (it measures with torch and scipy); the demo calls it after its server run.
 """
@@ -72,7 +74,38 @@ def make_grid(paths: list[Path], out: Path, tile: int = 256) -> dict[str, list[i
     return counts
 
 
+# The demo's branches as lab.pipeline rows (the same code paths as the nodes of lab.graphs).
+SAMPLE_ROWS = {"megapixel": "megapixel", "vanilla": "vanilla", "hires_fix": "hires_fix_0.6",
+               "deep_shrink": "deep_shrink"}
+
+
+def sample(out: Path, seeds=range(4), scale: int = 4, steps: int = 12) -> dict[str, list[int]]:
+    """Sample every branch in process and write the grid (the README's picture)."""
+    import tempfile
+
+    from host import import_in_process
+
+    import_in_process("cpu")
+    from lab import pipeline
+
+    lab = pipeline.load_lab()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for branch in BRANCHES:
+            images = pipeline.sample_images(lab, SAMPLE_ROWS[branch], seeds, scale * pipeline.NATIVE_PX, steps)
+            for i, image in enumerate(images):
+                path = Path(tmp) / f"lab-{branch}_{i + 1:05d}_.png"
+                Image.fromarray((image.clamp(0, 1) * 255).round().byte().numpy()).save(path)
+                paths.append(path)
+        return make_grid(paths, out)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--sample":
+        counts = sample(Path(sys.argv[2]))
+        for branch, n in counts.items():
+            print(f"{TITLES[branch]}: objects per image {n}")
+        return
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     counts = make_grid([Path(p) for p in sys.argv[2:]], Path(sys.argv[1]))

@@ -212,6 +212,12 @@ for _split in ("80", "70", "60", "50", "40"):
     ROWS[_name] = (f"relay KSampler, first stage {_split} % of the steps, the rest shared evenly",
                    lambda lab, s, px, n, sp=_split: _relay(lab.model, lab, s, px, n, step_split=_split_text(sp, px)))
     SEARCH_ROWS.add(_name)
+for _split in ("80", "70"):
+    _name = f"dit_relay_split_{_split}"
+    ROWS[_name] = (f"lab DiT, relay KSampler, first stage {_split} % of the steps",
+                   lambda lab, s, px, n, sp=_split: _relay(lab.dit.model, lab.dit, s, px, n,
+                                                           step_split=_split_text(sp, px)))
+    SEARCH_ROWS.add(_name)
 # The lab DiT (ComfyUI's Flux on the lab latents): plain RoPE, and DyPE's two methods, alone and under the relay.
 ROWS.update({
     "dit": ("lab DiT (Flux, RoPE), core KSampler", lambda lab, s, px, n: _ksampler(lab.dit.model, lab.dit, s, px, n)),

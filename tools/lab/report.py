@@ -93,7 +93,8 @@ def bar(records: list[dict], comparisons: list[dict], row: str, scale: int) -> l
 
 def front_table(records: list[dict]) -> str:
     scales = sorted({r["scale"] for r in records if r["scale"] > 1})
-    head = "| 128 px lab model, 64 seeds | " + " | ".join(
+    n = "/".join(str(v) for v in sorted({r["images"] for r in records}))
+    head = f"| 128 px lab model, {n} seeds | " + " | ".join(
         f"{s}x: duplicated | {s}x: malformed | {s}x: s / image" for s in scales) + " |"
     lines = [head, "|---|" + "---|" * (3 * len(scales))]
     for row in FRONT_ROWS:
@@ -135,6 +136,9 @@ def main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, required=True, help="the steps the records were sampled with")
+    parser.add_argument("--times", type=Path, default=None, help=(
+        "a bench_quality.py --json file of a run on a quiet machine whose times per image replace the records' "
+        "(quality from the records, time from this run: all its rows side by side)"))
     parser.add_argument("records", nargs="+", type=Path, help="bench_quality.py --json files")
     args = parser.parse_args(argv)
     from host import import_in_process
@@ -144,13 +148,19 @@ def main(argv: list[str]) -> None:
     from lab.plot import quality_vs_time
 
     records = load(args.records)
+    time_note = "all rows in one run"
+    if args.times:
+        timed = {(r["row"], r["scale"]): r["seconds_per_image"] for r in load([args.times])}
+        for r in records:
+            r["seconds_per_image"] = timed.get((r["row"], r["scale"]), r["seconds_per_image"])
+        time_note = (f"the times from one separate run of all these rows side by side on the quiet machine "
+                     f"({next(iter({r['images'] for r in load([args.times])}))} seeds each)")
     comparisons = bench_quality.paired(records)
     seeds = {r["images"] for r in records}
     steps_note = f"{args.steps} euler steps"
-    quality_vs_time(records, PLOT)
+    quality_vs_time([r for r in records if r["row"] in FRONT_ROWS], PLOT)
     front = (f"{front_table(records)}\n\nDuplicated: share of images with more than one object; malformed: share of "
-             f"objects whose shape is off (IoU < 0.7); s / image on the 2-core CPU, sampling and decoding, all rows in "
-             f"one run ({', '.join(map(str, sorted(seeds)))} seeds per row, {steps_note}). Intervals, paired "
+             f"objects whose shape is off (IoU < 0.7); s / image on the 2-core CPU, sampling and decoding, {time_note} ({', '.join(map(str, sorted(seeds)))} seeds per row, {steps_note}). Intervals, paired "
              f"comparisons and the bar the sampler is held to: [docs/megapixel.md](docs/megapixel.md); every row: "
              f"[docs/quality-lab.md](docs/quality-lab.md).\n\n![quality against seconds per image]"
              f"(docs/quality-vs-time.png)")
