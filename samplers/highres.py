@@ -80,20 +80,23 @@ def stage_list(latent_shape: tuple[int, ...], target: Target, ratio: int = LATEN
     return ", ".join(f"{w}x{h}" for w, h in sizes)
 
 
-def first_stage_end(model: ModelPatcher, sigmas, stages: str) -> float:
+def first_stage_end(model: ModelPatcher, sigmas, latent_shape: tuple[int, ...], stages: str) -> float:
     """The end_percent that limits a guidance interval to the relay's first stage: between the noise levels of its
-    last step and the boundary (1.0, the whole schedule, for a single stage)."""
+    last step and the boundary (1.0, the whole schedule, for a single stage).  The stage is the relay's own plan
+    (:func:`relay.plan_relay`, the default split for this model), so the two cannot disagree."""
     from .autoguidance import percent_for_sigma
-    from .relay_schedule import is_flow
-    from .relay_stages import FIRST_STAGE_SHARE, FLOW_FIRST_STAGE_SHARE, parse_stages, split_steps
+    from .relay import plan_relay
 
-    n = len(parse_stages(stages))
-    if n == 1 or len(sigmas) < 3:
+    if len(sigmas) < 3:
         return 1.0
-    share = FLOW_FIRST_STAGE_SHARE if is_flow(model.get_model_object("model_sampling")) else FIRST_STAGE_SHARE
-    first = split_steps(len(sigmas) - 1, n, None, share)[0]
-    boundary = (float(sigmas[first]) + float(sigmas[first - 1])) / 2
-    return min(1.0, max(1e-3, percent_for_sigma(model.get_model_object("model_sampling"), boundary)))
+    ms = model.get_model_object("model_sampling")
+    plan = plan_relay(sigmas, latent_shape, stages, model_sampling=ms, ratio=latent_ratio(model),
+                      patch=patch_size(model))
+    if len(plan.stages) == 1:
+        return 1.0
+    first = plan.stages[0].sigmas
+    boundary = (float(first[-1]) + float(first[-2])) / 2
+    return min(1.0, max(1e-3, percent_for_sigma(ms, boundary)))
 
 
 def highres_sample(model: ModelPatcher, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
@@ -114,7 +117,7 @@ def highres_sample(model: ModelPatcher, seed: int, steps: int, cfg: float, sampl
                                      scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
     if weak_model is not None:
         guider = AutoguidanceGuider(model, weak_model, cfg=cfg, w=AUTOGUIDANCE_W,
-                                    end_percent=first_stage_end(model, sigmas, stages))
+                                    end_percent=first_stage_end(model, sigmas, tuple(samples.shape), stages))
     else:
         guider = comfy.samplers.CFGGuider(model)
         guider.set_cfg(cfg)

@@ -113,17 +113,19 @@ def test_the_first_stage_end_is_the_boundary_noise_level(sd15):
     for sigma in (0.5, 3.0, 10.0):
         assert float(ms.percent_to_sigma(percent_for_sigma(ms, sigma))) == pytest.approx(sigma, rel=1e-3)
     sigmas = comfy.samplers.calculate_sigmas(ms, "normal", 8)
-    end = highres.first_stage_end(sd15, sigmas, "64x64, 128x128")  # 4 + 4 steps
+    shape = tuple(latent(SIZE, SIZE)["samples"].shape)
+    end = highres.first_stage_end(sd15, sigmas, shape, "64x64, 128x128")  # 4 + 4 steps
     lo, _ = sigma_interval(ms, 0.0, end)
     assert float(sigmas[4]) < lo < float(sigmas[3])  # stage 1's last call is inside, stage 2's first is not
-    assert highres.first_stage_end(sd15, sigmas, "64x64") == 1.0
+    assert highres.first_stage_end(sd15, sigmas, shape, "64x64") == 1.0
 
 
 def test_with_a_weak_model_it_is_the_relay_over_autoguidance_at_the_first_stage(sd15, weak15):
     sigmas = comfy.samplers.KSampler(sd15, steps=4, device=sd15.load_device, sampler="euler",
                                      scheduler="normal").sigmas
     guider = AutoguidanceGuider(sd15, weak15, cfg=3.0, w=highres.AUTOGUIDANCE_W,
-                                end_percent=highres.first_stage_end(sd15, sigmas, "64x64, 128x128"))
+                                end_percent=highres.first_stage_end(sd15, sigmas, tuple(latent(SIZE, SIZE)["samples"].shape),
+                                                                    "64x64, 128x128"))
     guider.set_conds(make_cond(sd15, 1, 1), make_cond(sd15, 1, 2))
     guided = _sample(sd15, weak15)
     assert torch.equal(guided, _composition(sd15, guider))

@@ -78,9 +78,6 @@ def summarise(row: str, scale: int, stats, seeds=None, seconds_per_image: float 
     n = len(stats)
     duplicated = sum(s.count > 1 for s in stats)
     fids = [f for s in stats for f in s.fidelities]
-    from lab.measure import MALFORMED_IOU
-
-    malformed = sum(f < MALFORMED_IOU for f in fids)
     record = {
         "row": row, "scale": scale, "images": n,
         "duplication_rate": duplicated / n if n else 0.0, "duplication_ci95": list(wilson(duplicated, n)),
@@ -88,7 +85,7 @@ def summarise(row: str, scale: int, stats, seeds=None, seconds_per_image: float 
         "no_object_rate": sum(s.count == 0 for s in stats) / n if n else 0.0,
         "object_scale": _object_scale(stats), "object_scale_ci95": list(bootstrap(list(stats), _object_scale)),
         "shape_fidelity": statistics.fmean(fids) if fids else 0.0,
-        "malformed_share": malformed / len(fids) if fids else 0.0,
+        "malformed_share": _malformed(stats),
         "malformed_ci95": list(bootstrap(list(stats), _malformed)),
         "background_noise": FIGURES["background_noise"](stats),
         "background_noise_ci95": list(bootstrap(list(stats), FIGURES["background_noise"])),
@@ -149,7 +146,7 @@ def run(seeds: list[int], scales: list[int], rows: list[str] | None = None, step
         device: str = "auto", log=print) -> list[dict]:
     """Records for every row (``rows`` or all) and scale."""
     import_in_process(device)
-    from lab import pipeline
+    from lab import measure as lab_measure, pipeline
 
     lab = pipeline.load_lab()
     steps = steps or pipeline.STEPS
@@ -167,8 +164,6 @@ def run(seeds: list[int], scales: list[int], rows: list[str] | None = None, step
             started = time.perf_counter()
             images = pipeline.sample_images(lab, row, seeds, pipeline.NATIVE_PX * scale, steps)
             per_image = (time.perf_counter() - started) / len(seeds)  # sampling and decoding: what a user waits for
-            from lab import measure as lab_measure
-
             record = summarise(row, scale, lab_measure.measure_batch(images), seeds, round(per_image, 3))
             record["seconds"] = round(time.perf_counter() - started, 1)
             records.append(record)

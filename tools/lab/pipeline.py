@@ -157,7 +157,7 @@ def _relay_autoguided(w: float, native_only: bool) -> Callable:
 
         stages = _relay_stages(px)
         sigmas = comfy.samplers.calculate_sigmas(lab.model.get_model_object("model_sampling"), SCHEDULER, steps)
-        end = first_stage_end(lab.model, sigmas, stages) if native_only else 1.0
+        end = first_stage_end(lab.model, sigmas, tuple(_empty(NATIVE_PX).shape), stages) if native_only else 1.0
         guider = AutoguidanceGuider(lab.model, lab.weak, cfg=1.0, w=w, end_percent=end)
         guider.set_conds(lab.conditioning, lab.conditioning)
         noise = custom.Noise_RandomNoise(seed)
