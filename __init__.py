@@ -10,7 +10,7 @@ from comfy_api.latest import ComfyExtension, io
 from .nodes import NODES
 
 # Served by ComfyUI at /extensions/megapixel/ (the pack's folder name); the frontend's node library reads each
-# node's docs from docs/<node id>.md there.  tools/make_docs.py writes them from the nodes' schemas.
+# node's docs from docs/<node id>.md there.  tools/generate/docs.py writes them from the nodes' schemas.
 WEB_DIRECTORY = "./web"
 
 

@@ -13,7 +13,7 @@ import pytest
 PACK_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import HOST_DIR, import_in_process, locate_host  # noqa: E402
+from harness.host import HOST_DIR, import_in_process, locate_host  # noqa: E402
 
 HOST = locate_host()
 import_in_process()  # ComfyUI on sys.path, `--cpu --use-pytorch-cross-attention` where there is no GPU, the pack
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 # The tiny models run fastest on one thread, and the e2e server (a separate process) keeps the cores for itself.
 torch.set_num_threads(1)
 
-import model_factory  # noqa: E402  (needs ComfyUI on sys.path)
+from harness import model_factory  # noqa: E402  (needs ComfyUI on sys.path)
 
 FIXTURE_DIR = HOST_DIR / "fixtures"  # shared by every host: the checkpoints are built once
 
@@ -74,9 +74,9 @@ def comfy_server(host, random_checkpoint, random_weak_checkpoint):
     """A real ComfyUI server on 127.0.0.1 with this pack loaded, the random checkpoints (main, weak) installed, and
     the quality lab (its U-Nets, its TAESD autoencoder and its development-only nodes, with the tiny DiT stand-ins) and
     a stand-in Flux.1 VAE."""
-    from comfy_server import ComfyServer
+    from harness.comfy_server import ComfyServer
     from lab.files import server_layout
-    from tiny_dits import save_stand_in_vae
+    from harness.tiny_dits import save_stand_in_vae
 
     layout = server_layout()
     layout["models"]["vae"] = [*layout["models"]["vae"], save_stand_in_vae(FIXTURE_DIR)]  # the DiT workflows' VAE

@@ -10,7 +10,7 @@ import comfy.model_base
 import comfy.model_management
 import comfy.samplers
 
-import model_factory
+from harness import model_factory
 from megapixel.nodes.autoguidance import AutoguidanceGuiderNode
 from megapixel.samplers.autoguidance import AutoguidanceGuider, autoguidance, weak_term
 from support import make_cond

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, load_workflow, png_size, workflow_to_api
+from harness.comfy_server import ServerError, load_workflow, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 

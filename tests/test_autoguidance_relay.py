@@ -7,7 +7,7 @@ import torch
 import comfy.samplers
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-import model_factory
+from harness import model_factory
 from megapixel.samplers import relay
 from megapixel.samplers.autoguidance import AutoguidanceGuider
 from support import make_cond

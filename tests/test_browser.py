@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-import browser
-import make_workflows
-from comfy_server import load_workflow, workflow_to_api
+from harness import browser
+from generate import workflows as make_workflows
+from harness.comfy_server import load_workflow, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
@@ -242,7 +242,7 @@ def test_workflow_runs_from_the_browser(workflow_path, page, comfy_server, objec
 
 @pytest.mark.parametrize("workflow_path", _cases())
 def test_harness_converts_workflows_like_the_frontend(workflow_path, page, object_info, random_checkpoint):
-    """tools/comfy_server.workflow_to_api (which every other e2e test relies on) gives exactly the API graph the
+    """tools/harness/comfy_server.workflow_to_api (which every other e2e test relies on) gives exactly the API graph the
     frontend itself builds from the same workflow (app.graphToPrompt, what the Queue button sends)."""
     name = workflow_path.name if workflow_path else "core-txt2img.json"
     workflow = load_workflow(workflow_path) if workflow_path else core_workflow(object_info, random_checkpoint.name)
@@ -292,9 +292,9 @@ def test_pack_nodes_are_registered_in_the_frontend(page, object_info):
 
 
 def test_server_serves_the_node_docs(comfy_server):
-    """The real server serves every node's generated doc (web/docs/<node id>.md, tools/make_docs.py) at
+    """The real server serves every node's generated doc (web/docs/<node id>.md, tools/generate/docs.py) at
     /extensions/megapixel/docs/<node id>.md, the URL the frontend asks for after <node id>/<locale>.md."""
-    import make_docs  # noqa: PLC0415 (tools/ is on sys.path)
+    from generate import docs as make_docs  # noqa: PLC0415 (tools/ is on sys.path)
 
     docs = make_docs.render_all()
     assert docs
@@ -308,7 +308,7 @@ def test_frontend_shows_the_node_docs(route, page, comfy_server, object_info):
     """A user opens a Megapixel node's docs (the help button in the Node Library, or the Info button of the
     selection toolbox over a node in the graph) and reads our generated markdown, not the frontend's fallback
     summary of description and tooltips."""
-    import make_docs  # noqa: PLC0415 (tools/ is on sys.path)
+    from generate import docs as make_docs  # noqa: PLC0415 (tools/ is on sys.path)
 
     asked: list[tuple[str, int]] = []
     page.page.on("response", lambda r: asked.append((r.url.split(comfy_server.url, 1)[-1], r.status))
@@ -350,7 +350,7 @@ def test_template_browser_lists_the_workflows_with_thumbnails(route, page, comfy
     """A user opens the template browser (the main menu's Browse Templates, or the sidebar's Templates button),
     picks the pack under Extensions and sees every shipped workflow as a card with its thumbnail: the frontend
     fetched /api/workflow_templates/megapixel/<name>.jpg (200) and the card's <img> decoded it at its size."""
-    from host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
+    from harness.host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
 
     asked: list[tuple[str, int]] = []
     page.page.on("response", lambda r: asked.append((r.url.split(comfy_server.url, 1)[-1], r.status))
@@ -374,7 +374,7 @@ def test_template_browser_lists_the_workflows_with_thumbnails(route, page, comfy
 def test_a_template_opens_from_the_template_browser(page, comfy_server):
     """Clicking a card in the template browser loads that workflow into the graph (fetched from the pack's
     workflows/ folder through /api/workflow_templates/megapixel/<name>.json)."""
-    from host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
+    from harness.host import PACK_NAME  # noqa: PLC0415 (tools/ is on sys.path)
 
     path = next(p for p in WORKFLOWS if p.stem == "megapixel-all-three-sd15")
     asked: list[tuple[str, int]] = []

@@ -1,4 +1,4 @@
-"""The shipped DiT workflows: what ``tools/make_workflows.py`` writes, and a run through a real ComfyUI server on tiny
+"""The shipped DiT workflows: what ``tools/generate/workflows.py`` writes, and a run through a real ComfyUI server on tiny
 stand-ins (sizes and steps lowered through the widgets).  The pinned host's loaders cannot build a tiny Flux nor tiny
 text encoders, so the run swaps the diffusion-model loaders and the text encoder for the development nodes
 ``MegapixelTinyDiT`` / ``MegapixelTinyDiTTextEncode``; everything else is the workflow as shipped, the VAE a stand-in
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import make_workflows
-import tiny_dits
-from comfy_server import load_workflow, png_size, workflow_to_api
+from generate import workflows as make_workflows
+from harness import tiny_dits
+from harness.comfy_server import load_workflow, png_size, workflow_to_api
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
@@ -20,7 +20,7 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 @pytest.mark.parametrize("name", sorted(make_workflows.BUILDERS))
 def test_workflow_files_are_what_the_script_writes(name):
     assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == make_workflows.BUILDERS[name]().to_json(), (
-        f"workflows/{name}.json is stale: run python3 tools/make_workflows.py")
+        f"workflows/{name}.json is stale: run python3 tools/generate/workflows.py")
 
 
 def stand_in(prompt: dict, family: str) -> dict:

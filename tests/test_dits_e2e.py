@@ -7,8 +7,8 @@ import pytest
 import safetensors.torch
 import torch
 
-import tiny_dits
-from comfy_server import Graph, ServerError
+from harness import tiny_dits
+from harness.comfy_server import Graph, ServerError
 
 pytestmark = pytest.mark.e2e
 

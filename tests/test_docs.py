@@ -1,6 +1,6 @@
 """The node docs in web/docs/ (what the frontend's node library shows) say exactly what the nodes say.
 
-``tools/make_docs.py`` writes them from each node's ``define_schema()``; here they are generated again in memory
+``tools/generate/docs.py`` writes them from each node's ``define_schema()``; here they are generated again in memory
 and compared with the committed files, so a changed tooltip, default or description without regenerated docs
 fails.  Fast: no server, no model.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import make_docs
-from host import PACK_NAME
+from generate import docs as make_docs
+from harness.host import PACK_NAME
 
 PACK = sys.modules[PACK_NAME]
 FIX = (f"run `{make_docs.COMMAND}` (it runs itself in the host's Python, .host/venv/bin/python) and commit "

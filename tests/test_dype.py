@@ -14,7 +14,7 @@ import comfy.sample
 import comfy.samplers
 from comfy.ldm.flux.math import apply_rope, rope
 
-import tiny_dits
+from harness import tiny_dits
 from megapixel.nodes import dype as dype_nodes
 from megapixel.patches import dype
 from megapixel.samplers import relay

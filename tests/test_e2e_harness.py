@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, cached_nodes, png_size, workflow_to_api
+from harness.comfy_server import ServerError, cached_nodes, png_size, workflow_to_api
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_freeing_a_server_drops_its_models(comfy_server, random_checkpoint):
     models while loading new ones would grow by a whole U-Net (3.4 GB in float32)."""
     import psutil
 
-    from comfy_server import ComfyServer
+    from harness.comfy_server import ComfyServer
 
     graph = core_graph(random_checkpoint.name, size=64, steps=1, seed=2)
     comfy_server.run(graph)
@@ -88,7 +88,7 @@ def test_ui_workflow_converts_to_the_same_api_graph(comfy_server, random_checkpo
 
 def api_to_ui(api: dict, info: dict) -> dict:
     """Build the UI format the frontend saves for an API graph (widgets_values in widget order, links)."""
-    from comfy_server import _extra_widget_values, _input_order, _is_widget
+    from harness.comfy_server import _extra_widget_values, _input_order, _is_widget
 
     nodes, links = [], []
     for node_id, node in api.items():
@@ -115,8 +115,8 @@ def test_server_dies_with_the_process_that_started_it(host, tmp_path):
     driver = f"""
 import sys, time
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / "tools")!r})
-from comfy_server import ComfyServer
-from host import locate_host
+from harness.comfy_server import ComfyServer
+from harness.host import locate_host
 server = ComfyServer(locate_host(), base_dir=__import__("pathlib").Path({str(tmp_path)!r})).start()
 print(server._proc.pid, flush=True)
 time.sleep(600)

@@ -14,7 +14,7 @@ import comfy.sd
 import comfy.utils
 
 import megapixel
-import model_factory
+from harness import model_factory
 
 PACK_DIR = Path(megapixel.__file__).parent
 

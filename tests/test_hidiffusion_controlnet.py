@@ -12,7 +12,7 @@ import comfy.controlnet
 import comfy.model_management
 import comfy.ops
 import comfy.patcher_extension
-import model_factory
+from harness import model_factory
 import nodes
 
 from megapixel.patches import families, presets, rau_net

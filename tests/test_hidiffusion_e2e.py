@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_server import load_workflow, png_size, workflow_to_api
+from harness.comfy_server import load_workflow, png_size, workflow_to_api
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 SD15 = WORKFLOWS / "hidiffusion-sd15-2048.json"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import comfy.model_base
 import comfy.supported_models as sm
-import model_factory
+from harness import model_factory
 from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 
 from megapixel.patches import families, presets, rau_net

@@ -47,7 +47,7 @@ def tiny_flux():
     """A tiny real Flux (a DiT: no U-Net levels), for the unsupported-model errors."""
     import comfy.model_base
     import comfy.supported_models
-    import model_factory
+    from harness import model_factory
 
     cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
                hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12],

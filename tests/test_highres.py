@@ -10,7 +10,7 @@ import torch
 import comfy.samplers
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
-import model_factory
+from harness import model_factory
 from support import latent, make_cond
 
 from megapixel.nodes.highres import MegapixelHighRes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_server import ServerError, load_workflow, png_size, workflow_to_api
+from harness.comfy_server import ServerError, load_workflow, png_size, workflow_to_api
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 SIZE = 128  # px: the latent the test gives the node; the shipped workflows double it

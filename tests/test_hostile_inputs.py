@@ -25,9 +25,9 @@ from typing import Callable
 import pytest
 import torch
 
-import tiny_dits
-from comfy_server import ComfyServer, Graph, ServerError, cached_nodes, execution_error
-from host import HOST_DIR, HOST_VERSION
+from harness import tiny_dits
+from harness.comfy_server import ComfyServer, Graph, ServerError, cached_nodes, execution_error
+from harness.host import HOST_DIR, HOST_VERSION
 from lab.files import LAB_DIR
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def tiny_sd3_model(cache_dir: Path = FIXTURES) -> Path:
     import comfy.model_base
     import comfy.supported_models
     import comfy.utils
-    import model_factory
+    from harness import model_factory
 
     unet_config = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2, "adm_in_channels": 2048,
                    "context_embedder_config": {"target": "torch.nn.Linear",

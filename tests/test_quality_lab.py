@@ -13,7 +13,7 @@ from PIL import Image
 from lab import graphs, measure, scenes
 from lab.files import NATIVE_PX, UNET_FILE, VAE_FILE
 
-# The quality regression repeats tools/bench_quality.py's 4x rows for seeds 0-7 at 12 steps (README, "Quality lab"):
+# The quality regression repeats tools/bench/quality.py's 4x rows for seeds 0-7 at 12 steps (README, "Quality lab"):
 # vanilla duplicated 7 of 8, HiDiffusion 2 of 8.  The margin lets two seeds flip before the test fails.
 REGRESSION_SEEDS = range(0, 8)
 REGRESSION_STEPS = 12

@@ -2,7 +2,7 @@
 
 tests/test_foundation.py already checks that pyproject.toml parses with ComfyUI's ``comfy_config`` (name, display
 name, publisher, requires-comfyui, no host dependencies).  Here: the fields the registry reads beyond those,
-``comfy node validate`` from comfy-cli when one is provisioned (``tools/host.py``), and a scan of the files the
+``comfy node validate`` from comfy-cli when one is provisioned (``tools/harness/host.py``), and a scan of the files the
 pack ships for network calls, ``eval``/``exec`` and pickle loading.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_no_weights_or_large_files_are_packed():
 
 # --- comfy-cli -----------------------------------------------------------------------------------------------
 def _comfy_cli() -> Path | None:
-    from host import comfy_cli_path  # noqa: PLC0415 (tools/ is on sys.path via conftest)
+    from harness.host import comfy_cli_path  # noqa: PLC0415 (tools/ is on sys.path via conftest)
 
     return comfy_cli_path()
 
@@ -114,7 +114,7 @@ def test_comfy_node_validate_passes_offline(tmp_path):
     """comfy-cli's own publishing check (config + ruff's exec/eval/one-line-statement rules), with no network."""
     cli = _comfy_cli()
     if cli is None:
-        pytest.skip("comfy-cli is not provisioned (tools/host.py ensure_comfy_cli; MEGAPIXEL_NO_COMFY_CLI set?)")
+        pytest.skip("comfy-cli is not provisioned (tools/harness/host.py ensure_comfy_cli; MEGAPIXEL_NO_COMFY_CLI set?)")
     cmd = [str(cli), "--skip-prompt", "node", "validate"]
     if os.geteuid() == 0 and shutil.which("unshare"):
         cmd = ["unshare", "-n", *cmd]  # no network at all: proves it works offline

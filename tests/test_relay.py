@@ -15,7 +15,7 @@ import comfy.utils
 import nodes
 from comfy_extras import nodes_custom_sampler
 
-import model_factory
+from harness import model_factory
 from support import latent, make_cond
 
 from megapixel.samplers import relay

@@ -1,5 +1,5 @@
 """The relay sampler and the autoguidance guider on every DiT family of the host (tiny seeded models built from the
-host's own classes, ``tools/tiny_dits.py``): one-stage identity with the core sampler, 2 and 3 stages in scale
+host's own classes, ``tools/harness/tiny_dits.py``): one-stage identity with the core sampler, 2 and 3 stages in scale
 factors and in pixels (latent and VAE upscaling), the model's latent ratio and patch size, 5-D latents, the Flux
 family's size-dependent shift, reference latents, same-family and other-family weak models."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import comfy.samplers
 import comfy.sd
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-import tiny_dits
+from harness import tiny_dits
 from megapixel.patches import model_info
 from megapixel.samplers import relay
 from megapixel.samplers.autoguidance import AutoguidanceGuider

@@ -11,7 +11,7 @@ import comfy.samplers
 import nodes
 from comfy_extras import nodes_custom_sampler
 
-import model_factory
+from harness import model_factory
 from support import latent, make_cond
 
 from megapixel.nodes.relay import CUSTOM_NAME, KSAMPLER_NAME, RelayKSampler, RelaySamplerCustom

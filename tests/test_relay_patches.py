@@ -8,7 +8,7 @@ import comfy.model_base
 import comfy.model_sampling
 import comfy.samplers
 
-import model_factory
+from harness import model_factory
 from support import make_cond
 
 from megapixel.samplers.relay_dilate import DilationError, apply_dilation, dilated_copy, middle_block_conv_keys

@@ -23,7 +23,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from comfy_server import ComfyServer, ServerError, execution_error
+from harness.comfy_server import ComfyServer, ServerError, execution_error
 from test_hostile_inputs import (AG, DYPE, HD, RELAY, Graph, Models, autoguidance, base, dype, ksampler, patched, relay,
                                  still_serving)
 

@@ -1,5 +1,5 @@
 """The shipped workflows as ComfyUI's template browser lists them: ``workflows/<name>.json`` with a thumbnail
-``workflows/<name>.jpg`` beside it (rendered from the quality lab's model by ``tools/make_thumbnails.py``).
+``workflows/<name>.jpg`` beside it (rendered from the quality lab's model by ``tools/generate/thumbnails.py``).
 
 The file checks are fast (no server, no model); the server checks use the session's real ComfyUI server, which lists
 the pack's ``workflows/`` folder at ``/api/workflow_templates`` and serves its files under
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-import make_thumbnails
-from host import PACK_NAME
+from generate import thumbnails as make_thumbnails
+from harness.host import PACK_NAME
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 THUMB_SIZE = (make_thumbnails.THUMB_PX, make_thumbnails.THUMB_PX)
 MAX_BYTES = 60_000
-FIX = "run `nice .host/venv/bin/python tools/make_thumbnails.py` and commit workflows/*.jpg"
+FIX = "run `nice .host/venv/bin/python tools/generate/thumbnails.py` and commit workflows/*.jpg"
 
 
 def test_workflows_are_shipped():
@@ -47,9 +47,9 @@ def test_no_thumbnail_without_its_workflow():
 
 
 def test_the_thumbnail_script_knows_every_workflow():
-    """tools/make_thumbnails.py maps each workflow to the lab technique it shows, by name (not the fallback)."""
+    """tools/generate/thumbnails.py maps each workflow to the lab technique it shows, by name (not the fallback)."""
     missing = sorted(p.stem for p in WORKFLOWS if p.stem not in make_thumbnails.TECHNIQUE)
-    assert not missing, f"add these to TECHNIQUE in tools/make_thumbnails.py: {missing}"
+    assert not missing, f"add these to TECHNIQUE in tools/generate/thumbnails.py: {missing}"
 
 
 @pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""tools/tiny_dits.py against the real host: every DiT family builds as the host's own config/model classes, is
+"""tools/harness/tiny_dits.py against the real host: every DiT family builds as the host's own config/model classes, is
 deterministic in its seed, samples (CFGGuider + euler, 2 steps) to a finite latent of the right shape, and the
 families the host's detection allows load back through ComfyUI's UNETLoader path as themselves."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import comfy.sample
 import comfy.samplers
 import comfy.sd
 import comfy.supported_models
-import tiny_dits as td
-from host import locate_host
+from harness import tiny_dits as td
+from harness.host import locate_host
 
 REQUIRED = ("Flux.1 dev", "Flux.1 schnell", "Flux.2", "SD3", "AuraFlow", "Lumina 2", "Z-Image", "Qwen-Image",
             "HiDream", "Chroma", "HunyuanImage 2.1")

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from host import HOST_DIR, PACK_DIR, provision
-from comfy_server import ComfyServer, load_workflow, workflow_to_api
+from harness.host import HOST_DIR, PACK_DIR, provision
+from harness.comfy_server import ComfyServer, load_workflow, workflow_to_api
 from lab import graphs
 from lab.files import NATIVE_PX, server_layout
 
@@ -34,7 +34,7 @@ def _random_checkpoints(host) -> list[Path]:
     """Build (once) the random-weight checkpoints in the host's Python, which has ComfyUI."""
     code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
             "from comfy.cli_args import args; args.cpu = True;"
-            "import model_factory as m; from pathlib import Path;"
+            "from harness import model_factory as m; from pathlib import Path;"
             "print(m.random_checkpoint(Path(sys.argv[3])));"
             "print(m.random_checkpoint(Path(sys.argv[3]), weak=True))")
     out = subprocess.run([str(host.python), "-c", code, str(PACK_DIR / "tools"), str(host.root),

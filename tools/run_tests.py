@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from browser import ensure_chromium
-from host import (E2E_HOST_VERSIONS, HOST_DIR, HOST_VERSION, HOST_VERSION_ENV, HOSTS, PACK_DIR, ensure_comfy_cli,
+from harness.browser import ensure_chromium
+from harness.host import (E2E_HOST_VERSIONS, HOST_DIR, HOST_VERSION, HOST_VERSION_ENV, HOSTS, PACK_DIR, ensure_comfy_cli,
                   provision)
 
 NO_TESTS_COLLECTED = 5
@@ -68,7 +68,7 @@ def _provision_in_background(version: str) -> None:
     log = HOST_DIR / f"provision-{version}.log"
     HOST_DIR.mkdir(exist_ok=True)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "host.py"), "--version",
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "harness" / "host.py"), "--version",
                                  version], stdout=out, stderr=subprocess.STDOUT, cwd=PACK_DIR)
     _background[version] = (proc, log)
     print(f"=== provisioning ComfyUI {version} in the background (log: {log})", flush=True)
@@ -91,7 +91,7 @@ def _pytest(version: str | None, args: list[str]) -> int:
         return 1
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     if version:
-        env[HOST_VERSION_ENV] = version  # tests/conftest.py and tools/host.py pick this host
+        env[HOST_VERSION_ENV] = version  # tests/conftest.py and tools/harness/host.py pick this host
     cmd = [str(host.python), "-m", "pytest", *DURATIONS, *args]
     label = f"ComfyUI {version}" if version else f"COMFYUI_PATH={host.root}"
     print(f"\n=== {label}: " + " ".join(cmd), flush=True)

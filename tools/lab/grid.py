@@ -83,7 +83,7 @@ def sample(out: Path, seeds=range(4), scale: int = 4, steps: int = 12) -> dict[s
     """Sample every branch in process and write the grid (the README's picture)."""
     import tempfile
 
-    from host import import_in_process
+    from harness.host import import_in_process
 
     import_in_process("cpu")
     from lab import pipeline

@@ -134,7 +134,7 @@ class LabFlux(comfy.supported_models.Flux):
 def build_dit(config: dict = DIT_CONFIG, dtype: torch.dtype | None = None) -> comfy.model_base.Flux:
     """The lab DiT (a ``comfy.model_base.Flux``) from its config, fitted to the running host (newer hosts require
     ``txt_ids_dims``); weights uninitialised."""
-    from tiny_dits import fit_to_host
+    from harness.tiny_dits import fit_to_host
 
     config = fit_to_host(comfy.supported_models.Flux, config, {"txt_ids_dims": []})
     if dtype is not None:

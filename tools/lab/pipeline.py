@@ -1,5 +1,5 @@
 """Sample the lab model in-process, one named *row* (a technique and its settings) at a time, and measure the decoded
-images: what ``tools/bench_quality.py``, the quality tests and the thumbnails share.
+images: what ``tools/bench/quality.py``, the quality tests and the thumbnails share.
 
 Every row goes through the pack's and ComfyUI's own code paths (the one-click HiDiffusion node's patch, the relay
 KSampler, core Deep Shrink's node, the autoguidance guider, ``comfy.sample``), one seed per image, batch 1, so seed

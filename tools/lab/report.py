@@ -1,8 +1,8 @@
-"""Write the quality lab's results into the docs from ``bench_quality.py --json`` records: the front page's table, the
+"""Write the quality lab's results into the docs from ``bench/quality.py --json`` records: the front page's table, the
 High-Res Sampler's page (its bar, row by row, and the paired comparisons), the lab page's full table, and the
 quality-against-time plot.
 
-    .host/venv/bin/python tools/bench_quality.py --seeds 0-63 --scales 1,2,4 --steps 12 --json main.json
+    .host/venv/bin/python tools/bench/quality.py --seeds 0-63 --scales 1,2,4 --steps 12 --json main.json
     .host/venv/bin/python tools/lab/report.py --steps 12 main.json [more.json ...]
 
 Each block goes between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers; nothing else of a page changes.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bench_quality  # noqa: E402
+from bench import quality as bench_quality  # noqa: E402
 from lab.stats import excludes_zero  # noqa: E402
 
 PACK_DIR = Path(__file__).resolve().parent.parent.parent
@@ -137,11 +137,11 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, required=True, help="the steps the records were sampled with")
     parser.add_argument("--times", type=Path, default=None, help=(
-        "a bench_quality.py --json file of a run on a quiet machine whose times per image replace the records' "
+        "a bench/quality.py --json file of a run on a quiet machine whose times per image replace the records' "
         "(quality from the records, time from this run: all its rows side by side)"))
-    parser.add_argument("records", nargs="+", type=Path, help="bench_quality.py --json files")
+    parser.add_argument("records", nargs="+", type=Path, help="bench/quality.py --json files")
     args = parser.parse_args(argv)
-    from host import import_in_process
+    from harness.host import import_in_process
 
     import_in_process("cpu")  # the row labels live in lab.pipeline, which imports ComfyUI
     from lab import pipeline

@@ -3,7 +3,7 @@
     python tools/lab/train.py all            # autoencoder, latents, main U-Net, weak U-Net (~1 h on 2 CPU cores)
     python tools/lab/train.py vae|latents|unet|weak|dit [--steps N] [--device cuda]
 
-Run it in the host's Python (``.host/venv/bin/python``; ``tools/host.py --print-python`` prints it).  Outputs go to
+Run it in the host's Python (``.host/venv/bin/python``; ``tools/harness/host.py --print-python`` prints it).  Outputs go to
 ``tools/lab/weights/`` (fp16 safetensors, committed, so nobody has to train to use them); the encoded training latents
 are cached under ``.host/lab-cache/``.
 
@@ -28,7 +28,7 @@ from typing import Callable
 TOOLS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TOOLS))
 
-from host import HOST_DIR, import_in_process  # noqa: E402
+from harness.host import HOST_DIR, import_in_process  # noqa: E402
 
 import_in_process("cpu")
 
@@ -225,7 +225,7 @@ def _start(model, seed: int, zero_init: Callable[[torch.nn.Module], None], resum
            device: str) -> tuple[torch.nn.Module, dict]:
     """The network to train (seeded init, the family's zero init, or ``resume``'s weights) on ``device``, and its
     EMA copy."""
-    import model_factory
+    from harness import model_factory
 
     model_factory.init_weights(model.diffusion_model, seed)
     zero_init(model.diffusion_model)

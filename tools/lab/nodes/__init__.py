@@ -21,7 +21,7 @@ _TOOLS = Path(__file__).resolve().parent.parent.parent
 if str(_TOOLS) not in sys.path:
     sys.path.insert(0, str(_TOOLS))
 
-import tiny_dits  # noqa: E402
+from harness import tiny_dits  # noqa: E402
 from lab import models  # noqa: E402
 
 

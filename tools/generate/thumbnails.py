@@ -2,7 +2,7 @@
 workflow's technique makes — rendered from the quality lab's models (``tools/lab/``: its U-Net, and its DiT for the
 Flux workflows), the models trained here.
 
-    .host/venv/bin/python tools/make_thumbnails.py
+    .host/venv/bin/python tools/generate/thumbnails.py
 
 Each workflow maps to the lab row of its technique (HiDiffusion, relay, relay over HiDiffusion, autoguidance; relay
 and relay over DyPE on the lab DiT) at the size that shows it; deterministic (fixed seeds).  ComfyUI serves them to
@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import import_in_process  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 WORKFLOWS = PACK_DIR / "workflows"
 THUMB_PX = 256

@@ -1,7 +1,7 @@
 """What the pack costs where it does nothing: patched models and guiders at steps where their work is switched off,
 against the plain model and core CFG, measured side by side in one run.  Each must stay at or below 1.02x.
 
-    .host/venv/bin/python tools/bench_overhead.py [--size 512] [--rounds 5] [--device auto|cpu|cuda]
+    .host/venv/bin/python tools/bench/overhead.py [--size 512] [--rounds 5] [--device auto|cpu|cuda]
                                                   [--case all|sd15|dype]
 
 Full-size SD1.5 U-Net (random weights, real shapes), random 77-token prompts, one Euler step at a late sigma (step
@@ -13,7 +13,7 @@ function runs its "am I active?" check:
 - MSW-MSA limited to the first half of the schedule, at a step in the second half;
 - autoguidance + CFG limited to the first half of the schedule, at a step in the second half (against CFG alone).
 
-The ``dype`` case (``--case dype``; ``tools/bench_report.py`` runs it as its own benchmark, ``dype``) times DyPE on a
+The ``dype`` case (``--case dype``; ``tools/bench/report.py`` runs it as its own benchmark, ``dype``) times DyPE on a
 Flux-shaped DiT (random weights; real head width 128 and RoPE axes 16/56/56; on CUDA Flux's width 3072 with 2 double
 and 4 single blocks at its native 1024 px; on a CPU width 256 with 1 + 1 blocks at a native size of 512 px, on one
 thread, as several threads on a shared CPU swing by +-50 %), one Euler step at sigma 0.5, cfg 1, 64 text tokens:
@@ -35,11 +35,11 @@ import argparse
 import sys
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from bench_timing import timed_sample  # noqa: E402
-from host import import_in_process  # noqa: E402
+from bench.timing import timed_sample  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 LIMIT = 1.02
 
@@ -51,7 +51,7 @@ def bench(size: int = 512, rounds: int = 5, at: int = 17, device: str = "auto", 
 
     import comfy.model_management
     import comfy.samplers
-    import model_factory
+    from harness import model_factory
     from megapixel.patches.families import detect_layout
     from megapixel.patches.hidiffusion import apply_hidiffusion
     from megapixel.patches.msw_msa import apply_msw_msa, official_blocks
@@ -132,7 +132,7 @@ def bench(size: int = 512, rounds: int = 5, at: int = 17, device: str = "auto", 
 def dype_flux(cuda: bool, dtype):
     """(a Flux-shaped DiT with random weights, its native side in px, text tokens) for the dype case: the tiny
     Flux.1 schnell (no guidance embedding; Flux's text widths, head width and RoPE axes) at benchmark width."""
-    import tiny_dits
+    from harness import tiny_dits
 
     width, heads, double, single, native = (3072, 24, 2, 4, 1024) if cuda else (256, 2, 1, 1, 512)
     model = tiny_dits.tiny_dit(tiny_dits.FLUX_SCHNELL, seed=0, hidden_size=width, num_heads=heads, depth=double,
@@ -301,12 +301,12 @@ def _embedder_cost(vanilla, patched, side: int, tokens: int) -> float:
 
 
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Rows for tools/bench_report.py."""
+    """Rows for tools/bench/report.py."""
     return bench(size=512, rounds=3 if quick else 7, device=device, log=lambda *a: None)
 
 
 def measure_dype(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Rows of the dype case for tools/bench_report.py (its benchmark ``dype``)."""
+    """Rows of the dype case for tools/bench/report.py (its benchmark ``dype``)."""
     return bench_dype(rounds=5 if quick else 15, device=device, log=lambda *a: None)
 
 

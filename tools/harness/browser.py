@@ -60,7 +60,7 @@ def why_no_browser() -> str:
         return (f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`; "
                 "tools/run_tests.py does it when run as root with apt-get)")
     if not playwright_available():
-        return "the Python package playwright is not installed in the host's venv (tools/host.py TEST_REQUIREMENTS)"
+        return "the Python package playwright is not installed in the host's venv (tools/harness/host.py TEST_REQUIREMENTS)"
     return ""
 
 
@@ -494,7 +494,7 @@ def api_to_ui_workflow(api: dict, object_info: dict) -> dict:
     """A complete UI-format workflow (what the browser saves, version 0.4) for an API graph.
 
     Used for workflows the test writes itself; shipped ones are saved from the frontend."""
-    from comfy_server import _extra_widget_values, _input_order, _is_widget  # noqa: PLC0415 (tools/ on sys.path)
+    from harness.comfy_server import _extra_widget_values, _input_order, _is_widget  # noqa: PLC0415 (tools/ on sys.path)
 
     links: list[list] = []
     nodes: dict[str, dict] = {}

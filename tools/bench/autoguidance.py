@@ -1,6 +1,6 @@
 """Per-step cost of autoguidance + CFG against CFG alone, measured side by side in one run.
 
-    .host/venv/bin/python tools/bench_autoguidance.py [--size 512] [--steps 3] [--repeats 3] [--device cpu|cuda]
+    .host/venv/bin/python tools/bench/autoguidance.py [--size 512] [--steps 3] [--repeats 3] [--device cpu|cuda]
 
 Full-size SD1.5 U-Net (random weights, real shapes and FLOPs) with random 77-token conditioning; the weak model is
 (a) another full-size SD1.5 U-Net and (b) a narrower SD1.5-shaped one (model_channels 192 instead of 320).  A CFG
@@ -17,11 +17,11 @@ import statistics
 import sys
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from bench_timing import timed_sample  # noqa: E402
-from host import import_in_process  # noqa: E402
+from bench.timing import timed_sample  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import comfy.model_management  # noqa: PLC0415
     import comfy.samplers  # noqa: PLC0415
-    import model_factory  # noqa: PLC0415
+    from harness import model_factory  # noqa: PLC0415
     from megapixel.samplers.autoguidance import AutoguidanceGuider  # noqa: PLC0415
 
     device = comfy.model_management.get_torch_device()
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Rows for tools/bench_report.py: autoguidance + CFG against CFG alone, per step, side by side."""
+    """Rows for tools/bench/report.py: autoguidance + CFG against CFG alone, per step, side by side."""
     import contextlib
     import io
 

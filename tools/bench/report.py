@@ -1,11 +1,11 @@
 """Every benchmark of the pack in one process, side by side, as one table with the machine it ran on.
 
-    .host/venv/bin/python tools/bench_report.py [--quick] [--device auto|cpu|cuda] [--only NAME ...]
+    .host/venv/bin/python tools/bench/report.py [--quick] [--device auto|cpu|cuda] [--only NAME ...]
                                                 [--markdown] [--update-docs]
 
 It imports ``tools/bench_<name>.py`` for hidiffusion, relay, autoguidance and overhead (a missing one is noted, not
 an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``; ``dype`` is the dype case of
-``bench_overhead.py`` (its ``measure_dype``: DyPE on a Flux-shaped DiT at native size and at 2x).  A row is a dict with
+``bench/overhead.py`` (its ``measure_dype``: DyPE on a Flux-shaped DiT at native size and at 2x).  A row is a dict with
 
     comparison   what is compared, e.g. "HiDiffusion vs vanilla, SD1.5 1024 px"   (required)
     ratio        time of the variant / time of the baseline (float)                  (required)
@@ -15,7 +15,7 @@ an error) and calls each one's ``measure(quick=..., device=...) -> list[dict]``;
     limit        the most the ratio may be, e.g. 1.02 for an inactive patch's overhead (optional)
     note         anything else (optional)
 
-A quality row (``bench_quality.py``: the lab model's duplication, object scale and shape fidelity) has ``quality``
+A quality row (``bench/quality.py``: the lab model's duplication, object scale and shape fidelity) has ``quality``
 (one of that benchmark's records) instead of ``ratio``; quality rows get a table of their own.
 
 A benchmark without ``measure`` yet is run through its ``main()`` (quick arguments) and its printed output is shown
@@ -38,10 +38,10 @@ import time
 import traceback
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import HOST_VERSION, import_in_process  # noqa: E402
+from harness.host import HOST_VERSION, import_in_process  # noqa: E402
 
 BENCHMARKS = ["hidiffusion", "relay", "autoguidance", "overhead", "dype", "quality"]
 # Benchmarks that are a case of another file: name -> (module under tools/, its measure function).
@@ -200,7 +200,7 @@ def quality_table(results: list[dict]) -> str:
     records = [row["quality"] for result in results for row in result["rows"] if "quality" in row]
     if not records:
         return ""
-    import bench_quality
+    from bench import quality as bench_quality
 
     return bench_quality.markdown(records)
 
@@ -232,13 +232,13 @@ def main() -> None:
     import_in_process(opts.device)
     results = [run_benchmark(name, opts.quick, opts.device) for name in (opts.only or BENCHMARKS)]
     about = f"Machine: {machine()}"
-    command = "tools/bench_report.py" + (" --quick" if opts.quick else "") + (
+    command = "tools/bench/report.py" + (" --quick" if opts.quick else "") + (
         f" --device {opts.device}" if opts.device != "auto" else "")
     print(about)
     print(table(results, markdown=opts.markdown or opts.update_docs))
     quality = quality_table(results)
     if quality:
-        print("\nQuality lab (tools/bench_quality.py):\n" + quality)
+        print("\nQuality lab (tools/bench/quality.py):\n" + quality)
     for result in results:
         if result["raw"] or (result["note"] and not result["rows"]):
             print(f"\n--- {result['name']}: {result['note']}")
@@ -249,7 +249,7 @@ def main() -> None:
         raws = "".join(f"\n\n`bench_{r['name']}.py` output:\n\n```\n{r['raw'].rstrip()}\n```" for r in results
                        if r["raw"])
         stamp = time.strftime("%Y-%m-%d")
-        quality_md = f"\n\nQuality lab (`tools/bench_quality.py`):\n\n{quality}" if quality else ""
+        quality_md = f"\n\nQuality lab (`tools/bench/quality.py`):\n\n{quality}" if quality else ""
         path = update_docs(f"Latest `{command}` ({stamp}). {about}\n\n{md}{quality_md}{raws}")
         print(f"\nwrote the table into {path}")
 

@@ -1,5 +1,5 @@
 """Write a UI-format workflow (what the frontend saves and loads, LiteGraph version 0.4) from a short description:
-nodes with their widget values, and links between named outputs and inputs.  Used by ``tools/make_workflows.py``
+nodes with their widget values, and links between named outputs and inputs.  Used by ``tools/generate/workflows.py``
 for the workflows that are easier to keep as code than to hand-edit."""
 from __future__ import annotations
 

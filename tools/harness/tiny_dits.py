@@ -60,7 +60,7 @@ import comfy.model_patcher
 import comfy.supported_models
 import comfy.utils
 
-import model_factory
+from harness import model_factory
 
 FLUX_DEV = "Flux.1 dev"
 FLUX_SCHNELL = "Flux.1 schnell"

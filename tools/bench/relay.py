@@ -1,8 +1,8 @@
 """Benchmark: the MegaFusion relay (default step split) against direct sampling at the final size, same total steps.
 
-    .host/venv/bin/python tools/bench_relay.py                      # CPU-sized: 256 -> 384 -> 512 px, 10 steps
-    .host/venv/bin/python tools/bench_relay.py --size 1024 --steps 50 --device cuda   # the paper's SD1.5 setting
-    .host/venv/bin/python tools/bench_relay.py --model flux          # a Flux.1-shaped DiT: 256 -> 512 px, 10 steps
+    .host/venv/bin/python tools/bench/relay.py                      # CPU-sized: 256 -> 384 -> 512 px, 10 steps
+    .host/venv/bin/python tools/bench/relay.py --size 1024 --steps 50 --device cuda   # the paper's SD1.5 setting
+    .host/venv/bin/python tools/bench/relay.py --model flux          # a Flux.1-shaped DiT: 256 -> 512 px, 10 steps
 
 Both run the full-size SD1.5 U-Net (random weights: real shapes, real FLOPs) with random conditioning through
 ComfyUI's own CFGGuider and sampler, side by side in one process, after a warm-up of each.  Printed: the wall time
@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import import_in_process  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 
 
@@ -36,7 +36,7 @@ def bench(size: int = 512, stages: str = "1, 1.5, 2", steps: int = 10, cfg: floa
     import comfy.sample
     import comfy.samplers
     import comfy.utils
-    import model_factory
+    from harness import model_factory
     from megapixel.samplers import relay
     from megapixel.samplers.relay_stages import parse_stages
 
@@ -143,7 +143,7 @@ def bench_flux(size: int = 512, stages: str = "1, 2", steps: int = 10, repeat: i
     import comfy.model_management
     import comfy.samplers
     import comfy.utils
-    import tiny_dits
+    from harness import tiny_dits
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
     from megapixel.samplers import relay
 
@@ -192,7 +192,7 @@ def bench_flux(size: int = 512, stages: str = "1, 2", steps: int = 10, repeat: i
 
 
 def measure(quick: bool = False, device: str = "auto") -> list[dict]:
-    """Rows for tools/bench_report.py."""
+    """Rows for tools/bench/report.py."""
     size, steps = (256, 10) if quick else (512, 10)
     if device == "cuda" and not quick:
         size, steps = 1024, 50

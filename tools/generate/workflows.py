@@ -1,6 +1,6 @@
 """Write the shipped workflows that are kept as code (``workflows/*.json``), so their graphs stay consistent:
 
-    python3 tools/make_workflows.py
+    python3 tools/generate/workflows.py
 
 The older U-Net workflows are hand-made; these are written here: the DiT ones share the Flux.1 front end (diffusion
 model, dual text encoders, Flux guidance, the Flux VAE), which is long to wire by hand, and the High-Res Sampler
@@ -8,11 +8,14 @@ ones share one checkpoint front end.  ``tests/test_dit_workflows.py`` checks the
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from workflow_ui import Workflow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+from harness.workflow_ui import Workflow  # noqa: E402
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 FLUX_RELAY = "relay-autoguidance-flux1-1024-2048"
 FLUX_DYPE = "dype-relay-flux1-1024-2048-4096"
 PROMPT = "a red fox sitting in a snowy birch forest at sunrise, detailed wildlife photograph"

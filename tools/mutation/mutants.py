@@ -5,11 +5,11 @@ applied one at a time to a temporary copy of this checkout (the checkout itself 
 files that cover the mutated code run against it (``nice -n 19``, stopping at the first failure).  A mutant is
 *killed* when a test fails, *survived* when they all pass.  Not run in CI: it takes several minutes on 2 cores.
 
-    python3 tools/mutants.py                 # every mutant; exit status 1 if one survives
-    python3 tools/mutants.py --list          # the mutants, without running anything
-    python3 tools/mutants.py --only pool-max --only window-low-inclusive
+    python3 tools/mutation/mutants.py                 # every mutant; exit status 1 if one survives
+    python3 tools/mutation/mutants.py --list          # the mutants, without running anything
+    python3 tools/mutation/mutants.py --only pool-max --only window-low-inclusive
 
-Only the standard library is used; the tests run in the host's Python (``tools/host.py``).
+Only the standard library is used; the tests run in the host's Python (``tools/harness/host.py``).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from host import HOST_DIR, PACK_DIR, locate_host  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/
+from harness.host import HOST_DIR, PACK_DIR, locate_host  # noqa: E402
 
 RAU = ["tests/test_hidiffusion_rau_net.py"]
 RAU_NODES = ["tests/test_hidiffusion_nodes.py"]
@@ -238,7 +238,7 @@ def main() -> int:
         copy_checkout(root)
         stale = [mu for mu in chosen if (root / mu.path).read_text().count(mu.old) != 1]
         for mu in stale:
-            print(f"STALE     {mu.name}: the text to mutate is not in {mu.path} exactly once; update tools/mutants.py")
+            print(f"STALE     {mu.name}: the text to mutate is not in {mu.path} exactly once; update tools/mutation/mutants.py")
         chosen = [mu for mu in chosen if mu not in stale]
 
         test_files = tuple(sorted({t for mu in chosen for t in mu.tests}))

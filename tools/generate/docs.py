@@ -1,7 +1,7 @@
 """Write the node docs the ComfyUI frontend shows in its node library: ``web/docs/<node id>.md``, one per node.
 
-    python3 tools/make_docs.py            # (re)write web/docs/ from the nodes' schemas
-    python3 tools/make_docs.py --check    # exit 1 if a committed doc differs from what the nodes say
+    python3 tools/generate/docs.py            # (re)write web/docs/ from the nodes' schemas
+    python3 tools/generate/docs.py --check    # exit 1 if a committed doc differs from what the nodes say
 
 Every word comes from the node itself: ``define_schema()`` gives the title (display name), the description, every
 input's name, type, default, range or options and tooltip, and the outputs with their tooltips.  The "see also"
@@ -25,14 +25,14 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/
 
-from host import PACK_DIR, PACK_NAME, import_in_process, locate_host  # noqa: E402
+from harness.host import PACK_DIR, PACK_NAME, import_in_process, locate_host  # noqa: E402
 
 WEB_DIR = PACK_DIR / "web"
 DOCS_DIR = WEB_DIR / "docs"
 WORKFLOWS_DIR = PACK_DIR / "workflows"
-COMMAND = "python3 tools/make_docs.py"
+COMMAND = "python3 tools/generate/docs.py"
 
 # The docs/ page that explains the nodes of each category; NODE_PAGES for a node with a page of its own.
 CATEGORY_PAGES = {
@@ -203,9 +203,9 @@ def render(node_cls, repo_url: str, used_in: dict[str, list[str]]) -> str:
     page = NODE_PAGES.get(schema.node_id) or CATEGORY_PAGES.get(schema.category)
     if page is None:
         raise RuntimeError(f"{schema.node_id}: category {schema.category!r} has no docs page in "
-                           f"tools/make_docs.py CATEGORY_PAGES (or NODE_PAGES)")
+                           f"tools/generate/docs.py CATEGORY_PAGES (or NODE_PAGES)")
     if not (PACK_DIR / page).is_file():
-        raise RuntimeError(f"{schema.node_id}: {page} does not exist (tools/make_docs.py CATEGORY_PAGES/NODE_PAGES)")
+        raise RuntimeError(f"{schema.node_id}: {page} does not exist (tools/generate/docs.py CATEGORY_PAGES/NODE_PAGES)")
     lines.append(f"- [{_text(page_title(page))}]({repo_url}/blob/main/{page}) in the pack's docs: how it works, "
                  f"defaults, composition and limits.")
     workflows = used_in.get(schema.node_id, [])
@@ -272,7 +272,7 @@ def main() -> int:
     if not _in_host_python():
         host = locate_host()
         if not Path(host.python).exists():
-            print(f"the host's Python {host.python} is missing: run python3 tools/host.py first", file=sys.stderr)
+            print(f"the host's Python {host.python} is missing: run python3 tools/harness/host.py first", file=sys.stderr)
             return 2
         if os.environ.get("MEGAPIXEL_MAKE_DOCS_REEXEC"):
             print(f"{host.python} cannot import ComfyUI", file=sys.stderr)

@@ -27,7 +27,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from host import PACK_DIR, PACK_NAME, Host
+from harness.host import PACK_DIR, PACK_NAME, Host
 
 READY_TIMEOUT_S = 300
 

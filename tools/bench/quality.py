@@ -1,6 +1,6 @@
 """Quality lab benchmark: does each technique do what its paper claims, on a model trained here?
 
-    .host/venv/bin/python tools/bench_quality.py [--seeds 0-23] [--scales 1,2,4] [--rows vanilla,hidiffusion,...]
+    .host/venv/bin/python tools/bench/quality.py [--seeds 0-23] [--scales 1,2,4] [--rows vanilla,hidiffusion,...]
                                                  [--steps 20] [--json out.json] [--device cpu|cuda]
 
 The lab model (``tools/lab/``: an SD1.5-class U-Net trained at 128 px on scenes with exactly one vivid object; the
@@ -29,10 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_DIR / "tools"))
 
-from host import import_in_process  # noqa: E402
+from harness.host import import_in_process  # noqa: E402
 
 DEFAULT_SEEDS = "0-63"
 QUICK_SEEDS = "0-5"
