@@ -37,7 +37,7 @@ from harness.host import import_in_process  # noqa: E402
 DEFAULT_SEEDS = "0-63"
 QUICK_SEEDS = "0-5"
 # The rows every candidate is compared with, seed by seed: the incumbents a user has for free, and the model alone.
-BASELINES = ("vanilla", "deep_shrink", "hires_fix_0.6")
+BASELINES = ("vanilla", "deep_shrink", "hires_fix_0.5", "hires_fix_0.6", "hires_fix_pixel_0.5")
 
 
 def _duplicated(stats) -> float:
