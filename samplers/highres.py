@@ -3,10 +3,11 @@ a KSampler that draws at a larger size without duplicating the subject (docs/meg
 
 The recipe, for any model ComfyUI samples: the MegaFusion relay (:mod:`.relay`) from the input latent's size to the
 target, doubling the side per stage (2x: two stages, 4x: three), on the relay's default step split (the first stage
-gets half the steps; 80 % for flow models such as Flux), upscaling the clean estimate in latent space (bicubic).  With a weak model connected, the
-autoguidance guider (:mod:`.autoguidance`, w = :data:`AUTOGUIDANCE_W`) steers the first stage only (its guidance
-interval ends between the first stage's last two noise levels): at the native size the weak model knows what it
-does, above it it extrapolates worse than the main model, and guiding there doubled duplication in the lab.
+gets half the steps; 80 % for flow models such as Flux), upscaling the clean estimate in latent space (bicubic).
+With a weak model connected, the autoguidance guider (:mod:`.autoguidance`, w = :data:`AUTOGUIDANCE_W`) steers the
+first stage only (its guidance interval ends between the first stage's last two noise levels): at the native size
+the weak model knows what it does, above it it extrapolates worse than the main model, and guiding there doubled
+duplication in the lab.
 Without one, the core CFG guider.  Everything else (batch, masks, denoise < 1, previews, interrupt) is the relay's and the host's own.
 """
 from __future__ import annotations

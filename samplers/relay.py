@@ -50,8 +50,8 @@ from comfy.model_patcher import ModelPatcher
 from ..patches.model_info import display_name, latent_ratio, patch_size
 from .relay_dilate import DilationError, apply_dilation, middle_block_conv_keys
 from .relay_schedule import apply_rescheduling, apply_size_shift, is_flow, is_size_shifted, map_sigma, size_shift
-from .relay_stages import (FIRST_STAGE_SHARE, FLOW_FIRST_STAGE_SHARE, StageSpecError, parse_split, parse_stages, round_half_up, slice_sigmas, split_steps,
-                           stage_sizes)
+from .relay_stages import (FIRST_STAGE_SHARE, FLOW_FIRST_STAGE_SHARE, StageSpecError, parse_split, parse_stages,
+                           round_half_up, slice_sigmas, split_steps, stage_sizes)
 
 UPSCALE_METHODS = ["bicubic", "bislerp", "bilinear", "area", "nearest-exact", "lanczos"]
 _SEED_STRIDE = 0x9E3779B97F4A7C15  # golden-ratio stride: stage seeds far apart from the user's neighbouring seeds

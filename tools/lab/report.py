@@ -148,17 +148,19 @@ def main(argv: list[str]) -> None:
     records = load(args.records)
     time_note = "all rows in one run"
     if args.times:
-        timed = {(r["row"], r["scale"]): r["seconds_per_image"] for r in load([args.times])}
+        timings = load([args.times])
+        timed = {(t["row"], t["scale"]): t["seconds_per_image"] for t in timings}
         for r in records:
             r["seconds_per_image"] = timed.get((r["row"], r["scale"]), r["seconds_per_image"])
         time_note = (f"the times from one separate run of all these rows side by side on the quiet machine "
-                     f"({next(iter({r['images'] for r in load([args.times])}))} seeds each)")
+                     f"({'/'.join(str(n) for n in sorted({t['images'] for t in timings}))} seeds each)")
     comparisons = bench_quality.paired(records)
     seeds = {r["images"] for r in records}
     steps_note = f"{args.steps} euler steps"
     quality_vs_time([r for r in records if r["row"] in FRONT_ROWS], PLOT)
     front = (f"{front_table(records)}\n\nDuplicated: share of images with more than one object; malformed: share of "
-             f"objects whose shape is off (IoU < 0.7); s / image on the 2-core CPU, sampling and decoding, {time_note} ({', '.join(map(str, sorted(seeds)))} seeds per row, {steps_note}). Intervals, paired "
+             f"objects whose shape is off (IoU < 0.7); s / image on the 2-core CPU, sampling and decoding, {time_note} "
+             f"({', '.join(map(str, sorted(seeds)))} seeds per row, {steps_note}). Intervals, paired "
              f"comparisons and the bar the sampler is held to: [docs/megapixel.md](docs/megapixel.md); every row: "
              f"[docs/quality-lab.md](docs/quality-lab.md).\n\n![quality against seconds per image]"
              f"(docs/quality-vs-time.png)")

@@ -1,6 +1,6 @@
 """mutmut over ``patches/`` and ``samplers/`` with the unit-level tests, and a per-module report of what it found.
 
-    python3 tools/mutation/mutmut_run.py                       # every module (about an hour on 2 cores)
+    python3 tools/mutation/mutmut_run.py                       # every module (several hours on 2 cores)
     python3 tools/mutation/mutmut_run.py --only patches/schedule.py --only samplers/relay_stages.py
     python3 tools/mutation/mutmut_run.py --report              # the table of the last run, without running
     python3 tools/mutation/mutmut_run.py --show megapixel.patches.schedule.x_current_sigma__mutmut_3
@@ -39,7 +39,7 @@ UNIT_TESTS = ("test_autoguidance.py", "test_autoguidance_relay.py", "test_dype.p
               "test_hidiffusion_msw_msa.py", "test_hidiffusion_native_size.py", "test_hidiffusion_nodes.py",
               "test_hidiffusion_rau_net.py", "test_hidiffusion_support.py", "test_highres.py", "test_relay.py",
               "test_relay_dits.py", "test_relay_nodes.py", "test_relay_patches.py", "test_relay_stages.py",
-              "test_tiny_dits.py")
+              "test_schedule.py", "test_tiny_dits.py")
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
           24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
 
@@ -81,29 +81,22 @@ def _env() -> dict[str, str]:
             "MEGAPIXEL_NO_COMFY_CLI": "1", "OMP_NUM_THREADS": "1"}
 
 
-def results() -> dict[str, Counter]:
-    """module -> Counter of statuses, from the .meta files mutmut leaves beside each mutated file."""
-    by_module: dict[str, Counter] = {}
+def results() -> dict[str, dict[str, str]]:
+    """module -> {mutant: status}, from the .meta files mutmut leaves beside each mutated file."""
+    by_module = {}
     for meta in sorted((STAGE / "mutants" / SRC).rglob("*.py.meta")):
         module = meta.relative_to(STAGE / "mutants" / SRC).as_posix()[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
-        by_module[module] = Counter(STATUS.get(code, "suspicious") for code in codes.values())
+        by_module[module] = {key: STATUS.get(code, "suspicious") for key, code in codes.items()}
     return by_module
 
 
-def survivors() -> list[str]:
-    names = []
-    for meta in sorted((STAGE / "mutants" / SRC).rglob("*.py.meta")):
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-        names += [key for key, code in codes.items() if STATUS.get(code) == "survived"]
-    return names
-
-
-def markdown(by_module: dict[str, Counter]) -> str:
+def markdown(by_module: dict[str, dict[str, str]]) -> str:
     lines = ["| module | mutants | killed | survived | timeouts | no tests | killed % |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     total = Counter()
-    for module, c in by_module.items():
+    for module, statuses in by_module.items():
+        c = Counter(statuses.values())
         n = sum(c.values())
         total += c
         share = 100 * (c["killed"] + c["timeout"]) / n if n else 100.0
@@ -134,8 +127,9 @@ def main() -> None:
                 cfg.write("only_mutate =\n    " + "\n    ".join(str(SRC / p) for p in args.only) + "\n")
         subprocess.run([str(python), "-m", "mutmut", "run", "--max-children", str(args.children)],
                        cwd=STAGE, env=_env(), check=False)
-    print(markdown(results()))
-    left = survivors()
+    by_module = results()
+    print(markdown(by_module))
+    left = [key for statuses in by_module.values() for key, status in statuses.items() if status == "survived"]
     print(f"\n{len(left)} survivors" + (":\n  " + "\n  ".join(left) if left else ""))
 
 
